@@ -1,0 +1,238 @@
+"""``robolearn <command>``: quickstart, collect, train, eval, inspect.
+
+Errors caused by input (paths, stores, configs, checkpoints) print one line and exit 1; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_inspect(args) -> int:
+    from robolearn.data.store import EpisodeStore
+
+    store = EpisodeStore.open(args.path)
+    summary = store.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    lengths = summary["episode_length"]
+    print(f"{summary['path']}")
+    print(f"  episodes: {summary['n_episodes']}   steps: {summary['n_steps']}   fps: {summary['fps']}")
+    if summary["n_episodes"]:
+        print(f"  episode length: min {lengths['min']}  mean {lengths['mean']:.1f}  max {lengths['max']}")
+    for k in ("task", "robot", "schema_version"):
+        if summary["attrs"].get(k) is not None:
+            print(f"  {k}: {summary['attrs'][k]}")
+    print("  keys:")
+    for name, info in summary["keys"].items():
+        rng = ""
+        if "min" in info:
+            fmt = lambda xs: "[" + ", ".join(f"{x:.3g}" for x in xs[:8]) + (", ..." if len(xs) > 8 else "") + "]"  # noqa: E731
+            flat_min = _flatten(info["min"])
+            flat_max = _flatten(info["max"])
+            rng = f"  min {fmt(flat_min)}  max {fmt(flat_max)}"
+        units = f" ({info['units']})" if info.get("units") else ""
+        print(f"    {name:24s} {str(tuple(info['shape'])):12s} {info['dtype']:8s}{units}{rng}")
+    if summary["meta_keys"]:
+        print(f"  per-episode meta: {', '.join(summary['meta_keys'])}")
+    return 0
+
+
+def _flatten(x):
+    if isinstance(x, list):
+        out = []
+        for v in x:
+            out.extend(_flatten(v))
+        return out
+    return [x]
+
+
+def cmd_collect(args) -> int:
+    from robolearn.envs.collect import collect_demos
+    from robolearn.utils.config import load_config
+
+    cfg = load_config([f"task={args.task}", *args.overrides])
+    out = args.out or cfg.data.path
+    result = collect_demos(cfg.task, out, args.episodes, seed_start=args.seed_start, keep_failed=args.keep_failed,
+                           append=args.append, overwrite=args.overwrite)
+    print(f"collected {result['kept']} episodes ({result['steps']} steps) into {result['path']}; "
+          f"dropped {result['dropped']} failed of {result['attempted']} attempted; {result['wall_s']:.1f} s")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from robolearn.train.trainer import train
+    from robolearn.utils.config import load_config
+
+    cfg = load_config(args.overrides)
+    ckpt = train(cfg)
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from robolearn.eval.rollout import evaluate_checkpoint
+
+    ckpt = Path(args.checkpoint)
+    result = evaluate_checkpoint(ckpt, args.episodes, seed_start=args.seed_start, n_envs=args.n_envs,
+                                 use_ema=not args.no_ema)
+    if args.out:
+        out = Path(args.out)
+    else:
+        base = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+        out = base / f"eval_{args.episodes}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    lo, hi = result["success_ci95"]
+    print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
+          f"95% CI [{lo:.3f}, {hi:.3f}], mean episode length {result['mean_episode_length']:.1f}; "
+          f"{result['wall_s']:.0f} s -> {out}")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from robolearn.data.store import EpisodeStore
+    from robolearn.envs.collect import collect_demos
+    from robolearn.eval.report import write_report
+    from robolearn.eval.rollout import evaluate_checkpoint
+    from robolearn.train.trainer import train
+    from robolearn.utils.config import load_config
+    from robolearn.utils.errors import StoreError
+
+    out = Path(args.out)
+    given = {o.split("=", 1)[0].lstrip("+") for o in args.overrides}
+    defaults = []
+    if "run_dir" not in given:
+        defaults.append(f"run_dir={out / 'train'}")
+    if "data.path" not in given:
+        defaults.append(f"data.path={out / 'demos.zarr'}")
+    cfg = load_config([*defaults, *args.overrides])
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    t_all = time.monotonic()
+
+    print(f"[1/4] collecting {cfg.collect.episodes} scripted demonstrations of '{cfg.task.name}'")
+    t = time.monotonic()
+    marker = out / "collect.json"
+    collected = None
+    if marker.is_file():
+        try:
+            store = EpisodeStore.open(cfg.data.path)
+            collected = json.loads(marker.read_text())
+            print(f"      reusing {cfg.data.path} ({store.n_episodes} episodes)")
+        except StoreError:
+            collected = None
+    if collected is None:
+        collected = collect_demos(cfg.task, cfg.data.path, int(cfg.collect.episodes),
+                                  seed_start=int(cfg.collect.seed_start), overwrite=True)
+        marker.write_text(json.dumps(collected))
+        print(f"      kept {collected['kept']}, dropped {collected['dropped']} failed episodes")
+    timings["collect_s"] = round(time.monotonic() - t, 1)
+
+    print(f"[2/4] training '{cfg.policy.name}' for {cfg.train.steps} steps -> {cfg.run_dir}")
+    t = time.monotonic()
+    ckpt = train(cfg)
+    timings["train_s"] = round(time.monotonic() - t, 1)
+
+    print(f"[3/4] evaluating on {cfg.eval.episodes} held-out seeds")
+    t = time.monotonic()
+    result = evaluate_checkpoint(ckpt, int(cfg.eval.episodes))
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    timings["eval_s"] = round(time.monotonic() - t, 1)
+
+    print("[4/4] writing report")
+    timings["total_s"] = round(time.monotonic() - t_all, 1)
+    report = write_report(out / "report", cfg.run_dir, result,
+                          extra={"collect": {k: collected[k] for k in ("kept", "dropped", "steps")},
+                                 "timings": timings})
+    lo, hi = result["success_ci95"]
+    print(f"\nsuccess rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
+          f"95% CI [{lo:.3f}, {hi:.3f}]; total {timings['total_s']:.0f} s")
+    print(f"report: {report / 'report.md'}")
+    return 0
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robolearn", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    q = sub.add_parser("quickstart", help="collect demos, train, evaluate and report on the default task")
+    q.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
+    q.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=500")
+    q.set_defaults(fn=cmd_quickstart)
+
+    c = sub.add_parser("collect", help="record scripted-expert demonstrations into a Zarr store")
+    c.add_argument("--task", default="lift")
+    c.add_argument("--episodes", type=int, required=True, help="episodes to attempt")
+    c.add_argument("--out", help="store path (default: data.path of the config)")
+    c.add_argument("--seed-start", type=int, default=0)
+    c.add_argument("--keep-failed", action="store_true", help="also keep episodes the expert failed")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--append", action="store_true", help="add episodes to an existing store")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    c.add_argument("overrides", nargs="*", help="config overrides, e.g. task.max_episode_steps=200")
+    c.set_defaults(fn=cmd_collect)
+
+    t = sub.add_parser("train", help="train a policy (resumes a killed run with the same command)")
+    t.add_argument("overrides", nargs="*", help="config overrides, e.g. data.path=demos.zarr train=long")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out seeded episodes")
+    e.add_argument("checkpoint", help="checkpoint directory or run directory")
+    e.add_argument("--episodes", type=int, default=50)
+    e.add_argument("--seed-start", type=int, default=None, help="first seed (default: the config's eval.seed_start)")
+    e.add_argument("--n-envs", type=int, default=None, help="parallel env processes (default: the config's)")
+    e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    e.add_argument("--out", help="JSON output path (default: <run>/eval_<episodes>.json)")
+    e.set_defaults(fn=cmd_eval)
+
+    i = sub.add_parser("inspect", help="summarize a Zarr episode store")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(fn=cmd_inspect)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        return args.fn(args)
+    from robolearn.utils.errors import RobolearnError
+
+    try:
+        return args.fn(args)
+    except RobolearnError as exc:
+        print(f"robolearn: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError) as exc:
+        print(f"robolearn: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("robolearn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: still one line, traceback behind --debug
+        print(f"robolearn: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""Zarr episode store: the on-disk format of every demonstration dataset.
+
+Layout (compatible with Diffusion Policy's replay buffer, so their stores open unchanged)::
+
+    <store>/
+      data/<key>          time on axis 0, every episode concatenated; all keys the same length
+      meta/episode_ends   int64, cumulative end index of each episode (the commit point)
+      meta/<name>         optional per-episode metadata, one entry per episode (seed, success, ...)
+
+Root attributes hold ``schema_version``, ``fps`` (control frequency, Hz), ``robot``,
+``action_space`` and free-form extras; each ``data/<key>`` array's attributes hold ``units`` and
+``description``.
+
+Format written: zarr format 2 directories by default (readable by zarr 2.x tooling such as Diffusion
+Policy's and by zarr 3), format 3 on request. Read: format 2 and 3 directories and ``.zarr.zip``
+files (read-only).
+
+Crash safety. Steps are buffered in memory and flushed to the arrays in blocks; an episode becomes
+visible only when its end index is appended to ``meta/episode_ends``, which is written last. Every
+file write is atomic (zarr's local store writes a temporary file and renames it). So after a kill at
+any point:
+
+* rows past the last committed end (a partial episode) are ignored when the store is opened and
+  trimmed away before the next append;
+* a torn commit (``episode_ends`` resized but its new entry not yet written) shows as a trailing
+  fill value (-1 in stores we create) and is ignored likewise.
+
+Opening never writes: a store that fails validation is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from robolearn.utils.errors import StoreError
+
+SCHEMA_VERSION = 1
+_TORN_FILL = -1  # fill value of meta/episode_ends in stores we create: never a valid end index
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """Description of one ``data/<key>`` array.
+
+    Attributes:
+        shape: per-step shape (without the time axis).
+        dtype: numpy dtype string, e.g. ``"float32"``.
+        units: SI units or a short convention (``"m"``, ``"rad"``, ``"xyzw"``), or ``None``.
+        description: one line for humans.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    units: str | None = None
+    description: str | None = None
+
+
+def _is_zip(path: Path) -> bool:
+    return path.suffix == ".zip"
+
+
+def _open_zarr_group(path: Path, mode: str):
+    """Open the zarr group at ``path`` (a directory or a ``.zip`` file) without creating anything."""
+    import zarr
+
+    if not path.exists():
+        raise StoreError(f"{path}: no such file or directory")
+    try:
+        if _is_zip(path):
+            if mode != "r":
+                raise StoreError(f"{path}: .zarr.zip stores are read-only; copy it to a directory to append")
+            store = zarr.storage.ZipStore(path, mode="r")
+            return zarr.open_group(store, mode="r")
+        return zarr.open_group(str(path), mode=mode)
+    except StoreError:
+        raise
+    except Exception as exc:  # zarr raises several types for "not a group"
+        raise StoreError(f"{path}: not a zarr store ({type(exc).__name__}: {exc})") from None
+
+
+class EpisodeStore:
+    """A Zarr episode dataset: open, read, and append episodes with crash-safe commits.
+
+    Create with :meth:`create`, open with :meth:`open`. Reading::
+
+        store = EpisodeStore.open("demos.zarr")
+        store.n_episodes, store.n_steps, store.keys
+        ep = store.get_episode(0)            # {key: (T, *shape)}
+        arrays = store.load()                 # {key: (n_steps, *shape)}, committed steps only
+
+    Writing (mode ``"a"``)::
+
+        for t in range(T):
+            store.add_step({"obs": o, "action": a})
+        store.commit_episode(meta={"seed": 3, "success": True})   # or store.discard_episode()
+
+    Args:
+        group: an open zarr group (use :meth:`create` / :meth:`open`).
+        path: filesystem path of the store, used in error messages.
+        writable: whether appends are allowed.
+        flush_every: buffered steps written to disk in blocks of this many.
+    """
+
+    def __init__(self, group, path: Path, writable: bool, flush_every: int = 256):
+        self._root = group
+        self.path = Path(path)
+        self.writable = writable
+        self.flush_every = int(flush_every)
+        self._buffer: dict[str, list[np.ndarray]] = {}
+        self._buffer_len = 0
+        self._flushed_in_episode = 0  # rows of the open episode already on disk
+        self._arrays: dict | None = None  # cached handles of data/<key>; reset by define_key
+        self._ends = self._read_committed_ends()
+        self._validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        fps: float | None = None,
+        robot: str | None = None,
+        action_space: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        keys: Mapping[str, KeyInfo] | None = None,
+        zarr_format: int = 2,
+        overwrite: bool = False,
+        flush_every: int = 256,
+    ) -> "EpisodeStore":
+        """Create an empty store.
+
+        Args:
+            path: directory to create (conventionally ending in ``.zarr``).
+            fps: control frequency of the recording in Hz.
+            robot: robot name.
+            action_space: JSON-able description of the action (e.g. ``{"type": "eef_delta", ...}``).
+            attrs: extra JSON-able root attributes.
+            keys: arrays to declare now; others are declared on the first :meth:`add_step`.
+            zarr_format: 2 (default, readable by zarr 2.x tools) or 3.
+            overwrite: replace an existing store at ``path``.
+
+        Raises:
+            StoreError: ``path`` exists and ``overwrite`` is false, or is a ``.zip``.
+        """
+        import zarr
+
+        path = Path(path)
+        if _is_zip(path):
+            raise StoreError(f"{path}: cannot create a .zip store; create a directory store instead")
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path}: already exists (pass overwrite=True to replace it)")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+        root.create_group("data")
+        meta = root.create_group("meta")
+        meta.create_array(
+            "episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=_TORN_FILL,
+            **_compressor_kwargs(zarr_format, "int64"),
+        )
+        root.attrs.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "fps": fps,
+                "robot": robot,
+                "action_space": dict(action_space) if action_space else None,
+                "created_with": "robolearn",
+                **(dict(attrs) if attrs else {}),
+            }
+        )
+        store = cls(root, path, writable=True, flush_every=flush_every)
+        for name, info in (keys or {}).items():
+            store.define_key(name, info)
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r", flush_every: int = 256) -> "EpisodeStore":
+        """Open and validate an existing store.
+
+        Args:
+            path: a zarr directory (format 2 or 3) or a ``.zarr.zip`` file.
+            mode: ``"r"`` read-only or ``"a"`` to append episodes.
+
+        Raises:
+            StoreError: the path is missing or not a zarr group, ``data``/``meta/episode_ends`` is
+                missing, an array has a non-numeric dtype, ``episode_ends`` is not strictly
+                increasing or points past the data, or arrays are shorter than the committed
+                steps. The store is not modified.
+        """
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        path = Path(path)
+        # Validate read-only first so a bad store is never touched.
+        cls(_open_zarr_group(path, "r"), path, writable=False)
+        if mode == "r":
+            return cls(_open_zarr_group(path, "r"), path, writable=False)
+        return cls(_open_zarr_group(path, "r+"), path, writable=True, flush_every=flush_every)
+
+    # ------------------------------------------------------------------ validation
+    def _group(self, name: str):
+        try:
+            return self._root[name]
+        except KeyError:
+            raise StoreError(f"{self.path}: missing key '{name}'") from None
+
+    def _read_committed_ends(self) -> np.ndarray:
+        meta = self._group("meta")
+        if "episode_ends" not in meta:
+            raise StoreError(f"{self.path}: missing key 'meta/episode_ends'")
+        arr = meta["episode_ends"]
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise StoreError(
+                f"{self.path}: key 'meta/episode_ends' must be a 1-D integer array, "
+                f"got shape {arr.shape} dtype {arr.dtype}"
+            )
+        ends = np.asarray(arr[:], dtype=np.int64)
+        # A torn commit leaves trailing fill values (-1) behind: not committed, ignore them.
+        n = len(ends)
+        while n > 0 and ends[n - 1] == _TORN_FILL:
+            n -= 1
+        return ends[:n]
+
+    def _validate(self) -> None:
+        data = self._group("data")
+        if not hasattr(data, "arrays"):
+            raise StoreError(f"{self.path}: key 'data' must be a group")
+        ends = self._ends
+        if len(ends) and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
+            raise StoreError(
+                f"{self.path}: key 'meta/episode_ends' must be strictly increasing and positive, got "
+                f"{ends[:10].tolist()}{'...' if len(ends) > 10 else ''}"
+            )
+        committed = int(ends[-1]) if len(ends) else 0
+        for name, arr in data.arrays():
+            if arr.dtype.kind not in "biuf":
+                raise StoreError(
+                    f"{self.path}: key 'data/{name}' has dtype {arr.dtype}; expected a numeric dtype"
+                )
+            if arr.ndim == 0:
+                raise StoreError(f"{self.path}: key 'data/{name}' is a scalar; expected time on axis 0")
+            if arr.shape[0] < committed:
+                raise StoreError(
+                    f"{self.path}: key 'data/{name}' has {arr.shape[0]} steps but 'meta/episode_ends' "
+                    f"commits {committed}: arrays of unequal length"
+                )
+            declared = arr.attrs.get("dtype")
+            if declared is not None and np.dtype(declared) != arr.dtype:
+                raise StoreError(
+                    f"{self.path}: key 'data/{name}' has dtype {arr.dtype} but its attributes declare {declared}"
+                )
+        meta = self._group("meta")
+        for name, arr in meta.arrays():
+            if name != "episode_ends" and arr.shape[0] < len(ends):
+                raise StoreError(
+                    f"{self.path}: key 'meta/{name}' has {arr.shape[0]} entries for {len(ends)} episodes"
+                )
+        if not list(data.array_keys()) and committed > 0:
+            raise StoreError(f"{self.path}: 'meta/episode_ends' commits {committed} steps but 'data' has no arrays")
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes (``fps``, ``robot``, ``action_space``, ``schema_version``, ...)."""
+        return dict(self._root.attrs)
+
+    @property
+    def fps(self) -> float | None:
+        """Control frequency in Hz, or ``None`` if the store does not say (e.g. Diffusion Policy's)."""
+        return self._root.attrs.get("fps")
+
+    @property
+    def keys(self) -> list[str]:
+        """Names of the ``data/<key>`` arrays, sorted."""
+        return list(self._data_arrays())
+
+    def _data_arrays(self) -> dict:
+        if self._arrays is None:
+            self._arrays = dict(sorted(self._group("data").arrays()))
+        return self._arrays
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """``(n_episodes,)`` int64 cumulative end index of each committed episode."""
+        return self._ends.copy()
+
+    @property
+    def n_episodes(self) -> int:
+        """Number of committed episodes."""
+        return len(self._ends)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of committed steps (over all episodes)."""
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        """``(n_episodes,)`` int64 number of steps of each episode."""
+        return np.diff(np.concatenate([[0], self._ends]))
+
+    def key_info(self, key: str) -> KeyInfo:
+        """Shape, dtype, units and description of ``data/<key>``.
+
+        Raises:
+            StoreError: no such key.
+        """
+        arr = self._array(key)
+        return KeyInfo(
+            shape=tuple(arr.shape[1:]),
+            dtype=str(arr.dtype),
+            units=arr.attrs.get("units"),
+            description=arr.attrs.get("description"),
+        )
+
+    def _array(self, key: str):
+        arrays = self._data_arrays()
+        if key not in arrays:
+            raise StoreError(f"{self.path}: missing key 'data/{key}' (have {self.keys})")
+        return arrays[key]
+
+    def get_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All steps of one committed episode.
+
+        Args:
+            index: episode index; negative counts from the end.
+            keys: subset of keys (default all).
+
+        Returns:
+            ``{key: (T, *shape)}``.
+
+        Raises:
+            IndexError: no such episode.
+        """
+        n = self.n_episodes
+        if not -n <= index < n:
+            raise IndexError(f"{self.path}: episode {index} out of range ({n} episodes)")
+        index %= n
+        start = 0 if index == 0 else int(self._ends[index - 1])
+        end = int(self._ends[index])
+        return {k: np.asarray(self._array(k)[start:end]) for k in (keys or self.keys)}
+
+    def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Every committed step of the given keys, in memory: ``{key: (n_steps, *shape)}``."""
+        n = self.n_steps
+        return {k: np.asarray(self._array(k)[:n]) for k in (keys or self.keys)}
+
+    def episode_meta(self, name: str) -> np.ndarray:
+        """Per-episode metadata ``meta/<name>``: ``(n_episodes,)``.
+
+        Raises:
+            StoreError: no such metadata.
+        """
+        meta = self._group("meta")
+        if name not in meta or name == "episode_ends":
+            raise StoreError(f"{self.path}: missing key 'meta/{name}'")
+        return np.asarray(meta[name][: self.n_episodes])
+
+    @property
+    def meta_keys(self) -> list[str]:
+        """Names of per-episode metadata arrays (without ``episode_ends``)."""
+        return sorted(k for k in self._group("meta").array_keys() if k != "episode_ends")
+
+    # ------------------------------------------------------------------ writing
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path}: store is open read-only (open with mode='a' to append)")
+
+    def define_key(self, name: str, info: KeyInfo, chunk_steps: int | None = None) -> None:
+        """Declare a ``data/<name>`` array before its first step.
+
+        Args:
+            name: key; ``/`` is not allowed.
+            info: per-step shape, dtype, units, description.
+            chunk_steps: time steps per chunk (default: about 1 MiB per chunk, at most 4096 steps).
+
+        Raises:
+            StoreError: the store is read-only, the key exists, or episodes are already committed.
+        """
+        self._require_writable()
+        if "/" in name or not name:
+            raise StoreError(f"{self.path}: invalid key name {name!r}")
+        data = self._group("data")
+        if name in data:
+            raise StoreError(f"{self.path}: key 'data/{name}' already exists")
+        if self.n_steps > 0:
+            raise StoreError(f"{self.path}: cannot add key 'data/{name}' to a store with committed steps")
+        dtype = np.dtype(info.dtype)
+        step_bytes = max(1, int(np.prod(info.shape, dtype=np.int64)) * dtype.itemsize)
+        if chunk_steps is None:
+            chunk_steps = int(min(4096, max(1, (1 << 20) // step_bytes)))
+        fmt = self._root.metadata.zarr_format
+        arr = data.create_array(
+            name, shape=(0, *info.shape), chunks=(chunk_steps, *info.shape), dtype=dtype,
+            fill_value=0, **_compressor_kwargs(fmt, dtype),
+        )
+        arr.attrs.update(
+            {"units": info.units, "description": info.description, "dtype": str(dtype)}
+        )
+        self._arrays = None
+
+    @property
+    def episode_in_progress(self) -> int:
+        """Steps added since the last commit or discard."""
+        return self._flushed_in_episode + self._buffer_len
+
+    def add_step(self, step: Mapping[str, Any]) -> None:
+        """Append one step to the episode in progress (buffered; flushed in blocks).
+
+        Args:
+            step: ``{key: array of the key's per-step shape}``; every key of the store must be
+                present. Keys are declared from the first step of an empty store.
+
+        Raises:
+            StoreError: read-only store, a missing or unknown key, or a shape that does not match.
+        """
+        self._require_writable()
+        keys = self.keys
+        if not keys and self.n_steps == 0:
+            for k, v in step.items():
+                v = np.asarray(v)
+                dtype = np.float32 if v.dtype == np.float64 else v.dtype
+                self.define_key(k, KeyInfo(shape=v.shape, dtype=str(np.dtype(dtype))))
+            keys = self.keys
+        missing = set(keys) - set(step)
+        extra = set(step) - set(keys)
+        if missing or extra:
+            raise StoreError(
+                f"{self.path}: step keys do not match the store: missing {sorted(missing)}, unknown {sorted(extra)}"
+            )
+        arrays = self._data_arrays()
+        for k in keys:
+            v = np.asarray(step[k])
+            shape = arrays[k].shape[1:]
+            if v.shape != shape:
+                raise StoreError(f"{self.path}: key 'data/{k}' expects shape {shape}, got {v.shape}")
+            self._buffer.setdefault(k, []).append(v)
+        self._buffer_len += 1
+        if self._buffer_len >= self.flush_every:
+            self._flush()
+
+    def _trim_uncommitted(self) -> None:
+        """Cut rows and metadata past the commit point (left by a crash) before writing."""
+        committed = self.n_steps
+        for arr in self._data_arrays().values():
+            if arr.shape[0] != committed:
+                arr.resize((committed, *arr.shape[1:]))
+        meta = self._group("meta")
+        for name, arr in meta.arrays():
+            if arr.shape[0] != self.n_episodes:
+                arr.resize((self.n_episodes,))
+
+    def _flush(self) -> None:
+        if self._buffer_len == 0:
+            return
+        if self._flushed_in_episode == 0:
+            self._trim_uncommitted()
+        arrays = self._data_arrays()
+        for k, rows in self._buffer.items():
+            arr = arrays[k]
+            arr.append(np.stack(rows).astype(arr.dtype, copy=False), axis=0)
+        self._flushed_in_episode += self._buffer_len
+        self._buffer = {}
+        self._buffer_len = 0
+
+    def commit_episode(self, meta: Mapping[str, Any] | None = None) -> int:
+        """Make the episode in progress durable and visible.
+
+        Args:
+            meta: per-episode scalars (int, float or bool), stored under ``meta/<name>``.
+
+        Returns:
+            The index of the committed episode.
+
+        Raises:
+            StoreError: read-only store, empty episode, or a metadata value that is not a scalar.
+        """
+        self._require_writable()
+        if self.episode_in_progress == 0:
+            raise StoreError(f"{self.path}: cannot commit an empty episode")
+        meta = dict(meta or {})
+        for name, value in meta.items():
+            if np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "biuf":
+                raise StoreError(f"{self.path}: meta '{name}' must be a numeric or bool scalar, got {value!r}")
+            if name == "episode_ends" or "/" in name:
+                raise StoreError(f"{self.path}: invalid meta name {name!r}")
+        self._flush()
+        meta_group = self._group("meta")
+        fmt = self._root.metadata.zarr_format
+        for name, value in meta.items():
+            value = np.asarray(value)
+            if name not in meta_group:
+                meta_group.create_array(
+                    name, shape=(self.n_episodes,), chunks=(4096,), dtype=value.dtype, fill_value=0,
+                    **_compressor_kwargs(fmt, value.dtype),
+                )
+            arr = meta_group[name]
+            arr.append(value.reshape(1).astype(arr.dtype), axis=0)
+        for name, arr in meta_group.arrays():
+            if name != "episode_ends" and name not in meta and arr.shape[0] == self.n_episodes:
+                arr.append(np.zeros(1, dtype=arr.dtype), axis=0)
+        new_end = self.n_steps + self._flushed_in_episode
+        meta_group["episode_ends"].append(np.array([new_end], dtype=np.int64), axis=0)  # commit point
+        self._ends = np.append(self._ends, new_end)
+        self._flushed_in_episode = 0
+        return self.n_episodes - 1
+
+    def discard_episode(self) -> int:
+        """Drop the episode in progress (buffered and flushed steps).
+
+        Returns:
+            The number of steps discarded.
+        """
+        self._require_writable()
+        dropped = self.episode_in_progress
+        self._buffer = {}
+        self._buffer_len = 0
+        if self._flushed_in_episode:
+            self._trim_uncommitted()
+        self._flushed_in_episode = 0
+        return dropped
+
+    def add_episode(self, episode: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> int:
+        """Append and commit a whole episode.
+
+        Args:
+            episode: ``{key: (T, *shape)}`` with the same ``T`` for every key.
+            meta: per-episode scalars, as in :meth:`commit_episode`.
+
+        Returns:
+            The index of the committed episode.
+
+        Raises:
+            StoreError: an episode is already in progress, lengths differ, or as :meth:`add_step`.
+        """
+        self._require_writable()
+        if self.episode_in_progress:
+            raise StoreError(f"{self.path}: an episode is in progress; commit or discard it first")
+        lengths = {k: len(v) for k, v in episode.items()}
+        if len(set(lengths.values())) != 1:
+            raise StoreError(f"{self.path}: episode arrays have different lengths {lengths}")
+        T = next(iter(lengths.values()))
+        for t in range(T):
+            self.add_step({k: v[t] for k, v in episode.items()})
+        return self.commit_episode(meta)
+
+    def close(self) -> None:
+        """Warn-free close: an uncommitted episode is left uncommitted (call commit first)."""
+        self._buffer = {}
+        self._buffer_len = 0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description: ``n_episodes``, ``n_steps``, ``fps``, and per key shape, dtype,
+        units, min and max (over committed steps)."""
+        keys = {}
+        n = self.n_steps
+        for k in self.keys:
+            info = self.key_info(k)
+            entry: dict[str, Any] = {"shape": list(info.shape), "dtype": info.dtype, "units": info.units}
+            if n:
+                arr = self._array(k)
+                lo, hi = None, None
+                step = max(1, arr.chunks[0])
+                for s in range(0, n, step):
+                    block = np.asarray(arr[s:min(n, s + step)])
+                    bmin, bmax = block.min(axis=0), block.max(axis=0)
+                    lo = bmin if lo is None else np.minimum(lo, bmin)
+                    hi = bmax if hi is None else np.maximum(hi, bmax)
+                entry["min"] = np.round(lo.astype(np.float64), 6).tolist()
+                entry["max"] = np.round(hi.astype(np.float64), 6).tolist()
+            keys[k] = entry
+        lengths = self.episode_lengths
+        return {
+            "path": str(self.path),
+            "n_episodes": self.n_episodes,
+            "n_steps": n,
+            "fps": self.fps,
+            "episode_length": {
+                "min": int(lengths.min()) if len(lengths) else None,
+                "mean": float(lengths.mean()) if len(lengths) else None,
+                "max": int(lengths.max()) if len(lengths) else None,
+            },
+            "keys": keys,
+            "meta_keys": self.meta_keys,
+            "attrs": {k: v for k, v in self.attrs.items()},
+        }
+
+
+def _compressor_kwargs(zarr_format: int, dtype) -> dict:
+    """Blosc-zstd with byte shuffle for numeric arrays, in the form each zarr format expects."""
+    from numcodecs import Blosc
+
+    itemsize = np.dtype(dtype).itemsize
+    if zarr_format == 2:
+        return {"compressors": Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE if itemsize > 1 else Blosc.NOSHUFFLE)}
+    from zarr.codecs import BloscCodec
+
+    return {"compressors": BloscCodec(cname="zstd", clevel=3, shuffle="shuffle" if itemsize > 1 else "noshuffle")}

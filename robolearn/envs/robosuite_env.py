@@ -1,0 +1,198 @@
+"""robosuite tasks behind the gymnasium API.
+
+One adapter turns a robosuite manipulation task into a :class:`gymnasium.Env` with
+
+* a ``Dict`` observation space of low-dim keys named as robomimic names them
+  (``robot0_eef_pos`` (3,) m, ``robot0_eef_quat`` (4,) xyzw, ``robot0_gripper_qpos`` (2,) m,
+  ``object`` (D,) task-specific object state);
+* a ``Box`` action space in SI units: a delta of the end-effector pose per control step in the world
+  frame, ``[dx, dy, dz]`` in metres and ``[drx, dry, drz]`` as an axis-angle vector in radians,
+  then the gripper command in ``[-1, 1]`` (-1 open, +1 close). The operational-space controller's
+  input scaling is set equal to its output scaling, so no hidden factor sits between the number a
+  policy emits and the motion it asks for;
+* seeded resets that reuse the compiled model (``hard_reset=False``): ``reset(seed=s)`` reseeds the
+  object placement and the robot's initial-joint noise, so the same seed gives the same episode;
+* ``info["is_success"]`` from the task's own success check, and ``terminated=True`` on success
+  when ``terminate_on_success`` is set (the default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+#: Maximum end-effector change per control step accepted by the controller: metres, then radians.
+MAX_DELTA_POS = 0.05
+MAX_DELTA_ROT = 0.5
+
+_ROBOSUITE = None
+
+
+def import_robosuite():
+    """Import robosuite once, with its import-time notices about optional robots silenced.
+
+    Returns:
+        The ``robosuite`` module.
+    """
+    global _ROBOSUITE
+    if _ROBOSUITE is None:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import robosuite
+        logger = logging.getLogger("robosuite_logs")
+        logger.setLevel(logging.ERROR)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setStream(__import__("sys").stderr)
+        _ROBOSUITE = robosuite
+    return _ROBOSUITE
+
+
+def _controller_config(robot: str) -> dict:
+    """Operational-space pose controller whose inputs are SI deltas in the world frame."""
+    from robosuite.controllers import load_composite_controller_config
+
+    cfg = load_composite_controller_config(controller="BASIC", robot=robot)
+    arm = cfg["body_parts"]["right"]
+    limits = [MAX_DELTA_POS] * 3 + [MAX_DELTA_ROT] * 3
+    arm["input_max"] = limits
+    arm["input_min"] = [-v for v in limits]
+    arm["output_max"] = limits
+    arm["output_min"] = [-v for v in limits]
+    arm["input_ref_frame"] = "world"
+    cfg["body_parts"] = {"right": arm}
+    return cfg
+
+
+# Per task: robosuite environment name and the observation keys forming the "object" vector.
+ROBOSUITE_TASKS = {
+    "lift": {"env_name": "Lift", "object_keys": ("cube_pos", "cube_quat", "gripper_to_cube_pos")},
+}
+
+ROBOT_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+
+
+class RobosuiteEnv(gym.Env):
+    """A robosuite task as a gymnasium environment with SI-unit delta-pose actions.
+
+    Args:
+        task: key of :data:`ROBOSUITE_TASKS` (e.g. ``"lift"``).
+        robot: robosuite robot name.
+        max_episode_steps: episode is truncated after this many control steps.
+        control_freq: control frequency in Hz (one ``step`` lasts ``1/control_freq`` s).
+        terminate_on_success: end the episode (``terminated=True``) on the first successful step.
+
+    Observation: dict of float32 arrays, see the module docstring. Action: float32 ``(7,)``.
+
+    Raises:
+        ValueError: unknown task.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        task: str = "lift",
+        robot: str = "Panda",
+        max_episode_steps: int = 160,
+        control_freq: float = 20.0,
+        terminate_on_success: bool = True,
+    ):
+        if task not in ROBOSUITE_TASKS:
+            raise ValueError(f"unknown robosuite task {task!r}; known: {sorted(ROBOSUITE_TASKS)}")
+        suite = import_robosuite()
+        spec = ROBOSUITE_TASKS[task]
+        self.task = task
+        self.control_freq = float(control_freq)
+        self.max_episode_steps = int(max_episode_steps)
+        self.terminate_on_success = terminate_on_success
+        self._object_keys = spec["object_keys"]
+        self._env = suite.make(
+            spec["env_name"],
+            robots=robot,
+            controller_configs=_controller_config(robot),
+            has_renderer=False,
+            has_offscreen_renderer=False,
+            use_camera_obs=False,
+            control_freq=control_freq,
+            horizon=10**9,  # we truncate ourselves
+            ignore_done=True,
+            hard_reset=False,
+            reward_shaping=False,
+        )
+        raw = self._env.reset()
+        obs = self._convert(raw)
+        self.observation_space = gym.spaces.Dict(
+            {k: gym.spaces.Box(-np.inf, np.inf, shape=v.shape, dtype=np.float32) for k, v in obs.items()}
+        )
+        high = np.array([MAX_DELTA_POS] * 3 + [MAX_DELTA_ROT] * 3 + [1.0], dtype=np.float32)
+        self.action_space = gym.spaces.Box(-high, high, dtype=np.float32)
+        self._t = 0
+        self._last_raw = raw
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode; ``seed`` fixes object placement and initial joint noise.
+
+        Returns:
+            ``(obs, info)`` with ``info["is_success"] = False``.
+        """
+        super().reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        self._env.rng = rng
+        if getattr(self._env, "placement_initializer", None) is not None:
+            self._env.placement_initializer.rng = rng
+        raw = self._env.reset()
+        self._t = 0
+        self._last_raw = raw
+        return self._convert(raw), {"is_success": False}
+
+    def step(self, action):
+        """Apply one delta-pose action for one control period.
+
+        Args:
+            action: ``(7,)`` array, units as in the module docstring; clipped to the action space.
+
+        Returns:
+            ``(obs, reward, terminated, truncated, info)``; reward is 1.0 on success, else 0.0.
+
+        Raises:
+            ValueError: the action has the wrong shape or is not finite.
+        """
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action is not finite: {action}")
+        action = np.clip(action, self.action_space.low, self.action_space.high)
+        raw, _, _, _ = self._env.step(action)
+        self._t += 1
+        self._last_raw = raw
+        success = bool(self._env._check_success())
+        terminated = success and self.terminate_on_success
+        truncated = self._t >= self.max_episode_steps
+        return self._convert(raw), float(success), terminated, truncated, {"is_success": success}
+
+    def close(self):
+        self._env.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _convert(self, raw: dict) -> dict[str, np.ndarray]:
+        obs = {k: np.asarray(raw[k], dtype=np.float32) for k in ROBOT_OBS_KEYS}
+        obs["object"] = np.concatenate([np.asarray(raw[k], dtype=np.float32).ravel() for k in self._object_keys])
+        return obs
+
+    @property
+    def unwrapped_robosuite(self):
+        """The underlying robosuite environment (for experts that need privileged state)."""
+        return self._env
+
+    def object_yaw(self) -> float:
+        """Yaw (rad, about world z) of the task object's body; used by scripted experts."""
+        quat_xyzw = self._last_raw[self._object_keys[1]]
+        x, y, z, w = quat_xyzw
+        return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))

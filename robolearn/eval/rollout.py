@@ -1,0 +1,188 @@
+"""Seeded policy rollouts across parallel environments.
+
+Each environment keeps its own observation history (the last ``n_obs_steps`` observations, the
+first one repeated at the start of an episode, as in Diffusion Policy) and its own queue of actions;
+when a queue runs dry the policy is queried, batched over every environment that needs a new
+chunk, and the first ``n_action_steps`` actions of the chunk are executed open loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from robolearn.eval.metrics import wilson_interval
+
+
+def _make_env_fn(task_cfg: Mapping[str, Any]) -> Callable:
+    cfg = dict(task_cfg)
+
+    def fn():
+        from robolearn.envs import make_env
+
+        return make_env(cfg)
+
+    return fn
+
+
+def rollout(
+    policy,
+    task_cfg: Mapping[str, Any],
+    seeds: Sequence[int],
+    n_envs: int = 1,
+    progress: bool = True,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Run one episode per seed with ``policy`` and return per-episode results.
+
+    Args:
+        policy: a :class:`robolearn.policies.base.Policy` (eval mode).
+        task_cfg: task config; ``obs_keys`` selects the observation keys the policy sees.
+        seeds: one reset seed per episode.
+        n_envs: environments in parallel worker processes (1 = in this process).
+
+    Returns:
+        ``[{"seed", "success", "length", "return"}]`` in the order of ``seeds``.
+    """
+    import gymnasium as gym
+    from robolearn.utils.progress import progress_bar
+
+    seeds = list(seeds)
+    n_envs = max(1, min(n_envs, len(seeds)))
+    fns = [_make_env_fn(task_cfg) for _ in range(n_envs)]
+    mode = gym.vector.AutoresetMode.DISABLED
+    if n_envs == 1:
+        venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+    else:
+        venv = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="forkserver")
+    keys = list(task_cfg["obs_keys"])
+    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    act_dim = venv.single_action_space.shape[0]
+    results: dict[int, dict] = {}
+    pending = deque(enumerate(seeds))
+    slot: list[tuple[int, int] | None] = [None] * n_envs  # (episode index, seed) per env
+    history = [deque(maxlen=To) for _ in range(n_envs)]
+    queue = [deque() for _ in range(n_envs)]
+    length = np.zeros(n_envs, dtype=np.int64)
+    ret = np.zeros(n_envs)
+    success = np.zeros(n_envs, dtype=bool)
+    bar = progress_bar(total=len(seeds), desc="eval", disable=not progress, unit="ep")
+
+    def start(mask: np.ndarray):
+        env_seeds = [None] * n_envs
+        for i in np.flatnonzero(mask):
+            slot[i] = pending.popleft()
+            env_seeds[i] = int(slot[i][1])
+        obs, _ = venv.reset(seed=env_seeds, options={"reset_mask": mask})
+        for i in np.flatnonzero(mask):
+            history[i].clear()
+            for _ in range(To):
+                history[i].append({k: obs[k][i] for k in keys})
+            queue[i].clear()
+            length[i], ret[i], success[i] = 0, 0.0, False
+
+    start(np.arange(n_envs) < min(n_envs, len(pending)))
+    try:
+        while any(s is not None for s in slot):
+            need = [i for i in range(n_envs) if slot[i] is not None and not queue[i]]
+            if need:
+                batch = {k: torch.from_numpy(np.stack([np.stack([h[k] for h in history[i]]) for i in need])).to(device)
+                         for k in keys}
+                chunk = policy.predict_action(batch).cpu().numpy()
+                for j, i in enumerate(need):
+                    queue[i].extend(chunk[j, :Ta])
+            actions = np.zeros((n_envs, act_dim), dtype=np.float32)
+            for i in range(n_envs):
+                if slot[i] is not None:
+                    actions[i] = queue[i].popleft()
+            obs, reward, terminated, truncated, info = venv.step(actions)
+            done_mask = np.zeros(n_envs, dtype=bool)
+            for i in range(n_envs):
+                if slot[i] is None:
+                    continue
+                history[i].append({k: obs[k][i] for k in keys})
+                length[i] += 1
+                ret[i] += float(reward[i])
+                success[i] |= bool(info["is_success"][i])
+                if terminated[i] or truncated[i]:
+                    ep, seed = slot[i]
+                    results[ep] = {"seed": int(seed), "success": bool(success[i]), "length": int(length[i]),
+                                   "return": float(ret[i])}
+                    bar.update(1)
+                    bar.set_postfix(success=f"{np.mean([r['success'] for r in results.values()]):.2f}")
+                    slot[i] = None
+                    done_mask[i] = True
+            restart = done_mask & (np.cumsum(done_mask) <= len(pending))
+            if restart.any():
+                start(restart)
+    finally:
+        bar.close()
+        venv.close()
+    return [results[i] for i in range(len(seeds))]
+
+
+def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Success rate with its 95 % Wilson interval, and mean episode length, of rollout results."""
+    n = len(results)
+    k = sum(bool(r["success"]) for r in results)
+    lo, hi = wilson_interval(k, n)
+    return {
+        "n_episodes": n,
+        "n_success": k,
+        "success_rate": k / n if n else 0.0,
+        "success_ci95": [round(lo, 4), round(hi, 4)],
+        "mean_episode_length": float(np.mean([r["length"] for r in results])) if n else 0.0,
+    }
+
+
+def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None, n_envs: int | None = None,
+                        use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = ()) -> dict:
+    """Load a checkpoint and evaluate it on ``episodes`` seeded episodes.
+
+    Seeds are ``seed_start, seed_start + 1, ...`` skipping any in ``exclude_seeds`` and any seed of
+    the training demonstrations (read from the store named in the checkpoint's config, when it is
+    still there), so evaluation never replays a demo's initial state.
+
+    Returns:
+        The :func:`summarize` dict plus ``checkpoint``, ``task``, ``seeds``, ``episodes`` (per-episode
+        results) and ``wall_s``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint.
+        ValueError: ``episodes < 1``.
+    """
+    from robolearn.train.checkpoint import load_policy
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    policy, cfg = load_policy(checkpoint, use_ema=use_ema)
+    seed_start = int(cfg.eval.seed_start if seed_start is None else seed_start)
+    n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
+    excluded = set(int(s) for s in exclude_seeds) | _demo_seeds(cfg)
+    seeds, s = [], seed_start
+    while len(seeds) < episodes:
+        if s not in excluded:
+            seeds.append(s)
+        s += 1
+    t0 = time.monotonic()
+    results = rollout(policy, cfg.task, seeds, n_envs=n_envs, progress=progress)
+    out = summarize(results)
+    out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
+                "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
+                "episodes": results})
+    return out
+
+
+def _demo_seeds(cfg) -> set[int]:
+    from robolearn.data.store import EpisodeStore
+    from robolearn.utils.errors import StoreError
+
+    try:
+        store = EpisodeStore.open(cfg.data.path)
+        return set(int(s) for s in store.episode_meta("seed")) if "seed" in store.meta_keys else set()
+    except (StoreError, OSError):
+        return set()

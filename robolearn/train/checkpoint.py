@@ -1,0 +1,199 @@
+"""Checkpoints: safetensors weights + YAML/JSON config; loading never unpickles.
+
+A checkpoint is a directory::
+
+    model.safetensors        policy weights, normalizer statistics included (as buffers)
+    ema.safetensors          EMA weights of the same policy (used for evaluation when present)
+    policy.json              {"type": "diffusion", "kwargs": {...}}: how to rebuild the policy
+    config.yaml              the full experiment config
+    stats.json               dataset statistics, human-readable copy
+    train_state.safetensors  optimizer / scheduler / EMA / RNG tensors   (resume only)
+    train_state.json         their non-tensor structure and the step     (resume only)
+
+Directories are written next to their final place and renamed into it, so a kill while saving
+leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from robolearn.utils.errors import CheckpointError
+
+# ------------------------------------------------------------------ nested state <-> tensors + JSON
+
+
+def pack_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested structure (dicts, lists, tuples, tensors, numbers, strings) into a flat
+    ``{name: tensor}`` dict and a JSON-able skeleton referencing them. Dict keys keep their type
+    (int or str), so optimizer state dicts round-trip exactly.
+
+    Raises:
+        TypeError: an object that is neither a tensor nor JSON-able.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            name = f"t{len(tensors)}"
+            tensors[name] = x.detach().cpu().contiguous()
+            return {"__tensor__": name}
+        if isinstance(x, np.ndarray):
+            return walk(torch.from_numpy(x))
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, dict):
+            return {"__dict__": [[k, walk(v)] for k, v in x.items()]}
+        if isinstance(x, (list, tuple)):
+            return {"__list__": [walk(v) for v in x], "tuple": isinstance(x, tuple)}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"cannot checkpoint object of type {type(x).__name__}")
+
+    return tensors, walk(obj)
+
+
+def unpack_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    """Inverse of :func:`pack_state`."""
+
+    def walk(x):
+        if isinstance(x, dict):
+            if "__tensor__" in x:
+                return tensors[x["__tensor__"]]
+            if "__dict__" in x:
+                return {k: walk(v) for k, v in x["__dict__"]}
+            if "__list__" in x:
+                items = [walk(v) for v in x["__list__"]]
+                return tuple(items) if x.get("tuple") else items
+        return x
+
+    return walk(skeleton)
+
+
+# ------------------------------------------------------------------ atomic directory writes
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _resolve_dir(path: Path) -> Path:
+    """The checkpoint directory to read: ``path`` or, after a kill mid-swap, ``path.old``."""
+    if (path / "model.safetensors").is_file():
+        return path
+    old = path.with_name(path.name + ".old")
+    if (old / "model.safetensors").is_file():
+        return old
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    policy: torch.nn.Module,
+    cfg: DictConfig,
+    policy_type: str,
+    ema_policy: torch.nn.Module | None = None,
+    train_state: dict | None = None,
+    stats: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (see module docstring).
+
+    Args:
+        path: checkpoint directory (replaced if it exists).
+        policy: the policy; ``policy.get_config()`` gives its constructor arguments.
+        cfg: the experiment config.
+        policy_type: registry name (e.g. ``"diffusion"``).
+        ema_policy: policy holding EMA weights, if any.
+        train_state: resume state (optimizer, scheduler, step, RNG...), tensors allowed anywhere.
+        stats: dataset statistics ``{key: {stat: array}}`` for ``stats.json``.
+
+    Returns:
+        The checkpoint directory.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, str(tmp / "model.safetensors"))
+    if ema_policy is not None:
+        save_file({k: v.contiguous() for k, v in ema_policy.state_dict().items()}, str(tmp / "ema.safetensors"))
+    (tmp / "policy.json").write_text(json.dumps({"type": policy_type, "kwargs": policy.get_config()}, indent=2))
+    (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if stats is not None:
+        readable = {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()}
+        (tmp / "stats.json").write_text(json.dumps(readable, indent=1))
+    if train_state is not None:
+        tensors, skeleton = pack_state(train_state)
+        save_file(tensors, str(tmp / "train_state.safetensors"))
+        (tmp / "train_state.json").write_text(json.dumps(skeleton))
+    _replace_dir(tmp, path)
+    return path
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` (or its ``.old`` twin) holds a readable checkpoint."""
+    return (_resolve_dir(Path(path)) / "model.safetensors").is_file()
+
+
+def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
+    """Rebuild a policy from a checkpoint directory (or a run directory holding ``checkpoints/latest``).
+
+    Args:
+        path: checkpoint or run directory.
+        use_ema: load the EMA weights when the checkpoint has them.
+
+    Returns:
+        ``(policy in eval mode, config)``.
+
+    Raises:
+        CheckpointError: missing files, unknown policy type, or weights that do not fit.
+    """
+    from robolearn.policies import build_policy_from_kwargs
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if not (path / "policy.json").exists() and (path / "checkpoints" / "latest").exists():
+        path = path / "checkpoints" / "latest"
+    path = _resolve_dir(path)
+    for name in ("policy.json", "model.safetensors", "config.yaml"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: not a checkpoint (missing {name})")
+    try:
+        meta = json.loads((path / "policy.json").read_text())
+        policy = build_policy_from_kwargs(meta["type"], meta["kwargs"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}/policy.json: {exc}") from None
+    weights = path / ("ema.safetensors" if use_ema and (path / "ema.safetensors").is_file() else "model.safetensors")
+    try:
+        policy.load_state_dict(load_file(str(weights), device=device), strict=True)
+    except (RuntimeError, Exception) as exc:
+        raise CheckpointError(f"{weights}: weights do not fit the policy config ({str(exc).splitlines()[0]})") from None
+    cfg = OmegaConf.load(path / "config.yaml")
+    return policy.to(device).eval(), cfg
+
+
+def load_train_state(path: str | Path) -> dict | None:
+    """The resume state saved by :func:`save_checkpoint`, or ``None`` if there is none."""
+    path = _resolve_dir(Path(path))
+    if not (path / "train_state.json").is_file():
+        return None
+    skeleton = json.loads((path / "train_state.json").read_text())
+    return unpack_state(load_file(str(path / "train_state.safetensors")), skeleton)

@@ -1,0 +1,247 @@
+"""One training loop for every policy.
+
+AdamW with linear warm-up then cosine decay (diffusers' schedule helper), gradient-norm clipping,
+an EMA copy of the weights with Diffusion Policy's warm-up (decay = 1 - (1 + step) ** -power, capped;
+diffusers' ``EMAModel``), a tqdm bar with the loss, validation loss on held-out episodes, TensorBoard
+scalars plus ``metrics.jsonl``, and checkpoints that a restarted run resumes from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from robolearn.data.normalizer import compute_stats
+from robolearn.data.sampler import SequenceSampler, split_episodes
+from robolearn.data.store import EpisodeStore
+from robolearn.policies import build_policy
+from robolearn.train.checkpoint import has_checkpoint, load_train_state, save_checkpoint
+from robolearn.utils.errors import ConfigError, StoreError
+
+# Keys that may change between a run and its resumption (they do not change what is learned so far).
+_RESUMABLE_CHANGES = {"train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.num_threads"}
+
+
+def _flat(cfg: DictConfig) -> dict[str, Any]:
+    out = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node
+
+    walk("", OmegaConf.to_container(cfg, resolve=True))
+    return out
+
+
+class TrainingData:
+    """Windows of a Zarr episode store in memory, split by episode into train and validation.
+
+    Args:
+        cfg: experiment config (``data``, ``task``, ``policy``, ``seed`` sections).
+
+    Attributes:
+        arrays: ``{key: (N, D)}`` committed steps of the observation keys and the action.
+        train, val: :class:`SequenceSampler` over the train / validation episodes.
+        stats: normalizer statistics of the train episodes.
+
+    Raises:
+        StoreError: the store is missing, corrupt, or lacks a configured key.
+    """
+
+    def __init__(self, cfg: DictConfig):
+        store = EpisodeStore.open(cfg.data.path)
+        self.obs_keys = list(cfg.task.obs_keys)
+        self.action_key = cfg.task.action_key
+        for k in [*self.obs_keys, self.action_key]:
+            if k not in store.keys:
+                raise StoreError(f"{store.path}: missing key 'data/{k}' required by task '{cfg.task.name}' "
+                                 f"(store has {store.keys})")
+        ends = store.episode_ends
+        if cfg.data.max_episodes is not None:
+            ends = ends[: int(cfg.data.max_episodes)]
+        if len(ends) == 0:
+            raise StoreError(f"{store.path}: no committed episodes to train on")
+        n = int(ends[-1])
+        self.arrays = {k: v[:n].astype(np.float32) for k, v in store.load([*self.obs_keys, self.action_key]).items()}
+        if self.action_key != "action":
+            self.arrays["action"] = self.arrays.pop(self.action_key)
+        self.n_episodes = len(ends)
+        self.train_episodes, self.val_episodes = split_episodes(len(ends), cfg.data.val_ratio, cfg.seed)
+        p = cfg.policy
+        self.train = SequenceSampler(ends, p.horizon, p.n_obs_steps, p.n_action_steps, self.train_episodes)
+        self.val = SequenceSampler(ends, p.horizon, p.n_obs_steps, p.n_action_steps, self.val_episodes)
+        starts = np.concatenate([[0], ends[:-1]])
+        rows = np.concatenate([np.arange(starts[e], ends[e]) for e in self.train_episodes])
+        self.stats = compute_stats({k: v[rows] for k, v in self.arrays.items()})
+        self.obs_shapes = {k: self.arrays[k].shape[1:] for k in self.obs_keys}
+        self.action_dim = int(self.arrays["action"].shape[1])
+
+    def batch(self, sampler: SequenceSampler, idx: np.ndarray, device: str = "cpu") -> dict[str, torch.Tensor]:
+        """Training batch ``{"obs.<key>": (B, To, D), "action": (B, T, A)}`` of windows ``idx``."""
+        win = sampler.sample(self.arrays, idx, obs_keys=self.obs_keys)
+        out = {f"obs.{k}": torch.from_numpy(win[k]) for k in self.obs_keys}
+        out["action"] = torch.from_numpy(win["action"])
+        return {k: v.to(device) for k, v in out.items()}
+
+
+def _val_loss(policy, data: TrainingData, batch_size: int, device: str, max_windows: int = 4096) -> float | None:
+    if len(data.val) == 0:
+        return None
+    idx = np.arange(len(data.val))[:max_windows]
+    total, count = 0.0, 0
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)  # same noise every time: comparable numbers across the run
+        for s in range(0, len(idx), batch_size):
+            b = idx[s : s + batch_size]
+            total += float(policy.compute_loss(data.batch(data.val, b, device))) * len(b)
+            count += len(b)
+    return total / count
+
+
+def train(cfg: DictConfig, progress: bool = True) -> Path:
+    """Train the configured policy on the configured store; resume if the run directory has a checkpoint.
+
+    Args:
+        cfg: experiment config (see ``configs/config.yaml``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The final checkpoint directory ``<run_dir>/checkpoints/latest``.
+
+    Raises:
+        StoreError: bad dataset.
+        ConfigError: the run directory holds a run with a different config (change ``run_dir``,
+            or delete the old run), or a policy option is invalid.
+    """
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from torch.utils.tensorboard import SummaryWriter
+    from robolearn.utils.progress import progress_bar
+
+    tc = cfg.train
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints" / "latest"
+    device = tc.device
+    if tc.num_threads:
+        torch.set_num_threads(int(tc.num_threads))
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    resume = has_checkpoint(ckpt_dir)
+    if resume:
+        old = OmegaConf.load(ckpt_dir / "config.yaml") if (ckpt_dir / "config.yaml").exists() else None
+        if old is not None:
+            a, b = _flat(old), _flat(cfg)
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES)
+            if diff:
+                raise ConfigError(
+                    f"{run_dir} holds a run with a different config ({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])}); "
+                    f"set run_dir=... to start a new run"
+                )
+
+    data = TrainingData(cfg)
+    policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
+    try:
+        policy = build_policy(policy_cfg, data.obs_shapes, data.action_dim, stats=data.stats).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"policy config: {exc}") from None
+    ema_policy = copy.deepcopy(policy).eval()
+    for p in ema_policy.parameters():
+        p.requires_grad_(False)
+    ema = EMAModel(policy.parameters(), decay=tc.ema_max_decay, use_ema_warmup=True, power=tc.ema_power,
+                   inv_gamma=1.0, min_decay=0.0, update_after_step=0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.95, 0.999))
+    sched = get_scheduler("cosine", optimizer=opt, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps)
+
+    step = 0
+    if resume:
+        from safetensors.torch import load_file
+
+        state = load_train_state(ckpt_dir)
+        policy.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
+        if state is not None:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            ema.load_state_dict(state["ema"])
+            step = int(state["step"])
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+        # LambdaLR saves only its position: a changed train.steps re-targets the cosine decay.
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    metrics_f = open(run_dir / "metrics.jsonl", "a")
+
+    def checkpoint(final: bool = False):
+        ema.copy_to(ema_policy.parameters())
+        state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema.state_dict(),
+                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        save_checkpoint(ckpt_dir, policy, cfg, cfg.policy.name, ema_policy=ema_policy, train_state=state,
+                        stats=data.stats)
+
+    n_train = len(data.train)
+    bs = int(tc.batch_size)
+    t0 = time.monotonic()
+    start_step = step
+    bar = progress_bar(total=tc.steps, initial=step, desc=f"train {cfg.policy.name}", disable=not progress,
+                       unit="step")
+    loss_ema = None
+    last_val = None
+    policy.train()
+    try:
+        while step < tc.steps:
+            idx = rng.choice(n_train, size=bs, replace=n_train < bs)
+            loss = policy.compute_loss(data.batch(data.train, idx, device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip)
+            opt.step()
+            sched.step()
+            ema.step(policy.parameters())
+            step += 1
+            value = loss.item()
+            loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
+            bar.update(1)
+            if step % tc.log_every == 0 or step == tc.steps:
+                lr = sched.get_last_lr()[0]
+                bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{lr:.1e}")
+                writer.add_scalar("train/loss", value, step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                metrics_f.write(json.dumps({"step": step, "loss": value, "lr": lr}) + "\n")
+            if step % tc.val_every == 0 or step == tc.steps:
+                ema.copy_to(ema_policy.parameters())
+                last_val = _val_loss(ema_policy, data, bs, device)
+                if last_val is not None:
+                    writer.add_scalar("val/loss", last_val, step)
+                    metrics_f.write(json.dumps({"step": step, "val_loss": last_val}) + "\n")
+                    bar.write(f"step {step}: val loss {last_val:.4f}")
+            if step % tc.ckpt_every == 0 and step < tc.steps:
+                checkpoint()
+                metrics_f.flush()
+        checkpoint(final=True)
+    finally:
+        bar.close()
+        writer.close()
+        metrics_f.close()
+    wall = time.monotonic() - t0
+    summary = {
+        "steps": step, "resumed_from": start_step, "wall_s": round(wall, 2),
+        "samples_per_s": round((step - start_step) * bs / wall, 1) if wall > 0 and step > start_step else None,
+        "final_loss_ema": loss_ema, "val_loss": last_val, "n_episodes": data.n_episodes,
+        "n_train_windows": n_train, "n_val_episodes": len(data.val_episodes),
+        "n_params": sum(p.numel() for p in policy.parameters()),
+    }
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return ckpt_dir

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install robolearn with its test dependencies, from this repository's files alone.
+# torch is installed first and pinned to the CPU build when one is available locally
+# (torch==2.13.0 on our machines); any torch >= 2.4 that is already present is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if ! python -c "import torch" >/dev/null 2>&1; then
+    # A local CPU wheel if pip finds one (our machines); otherwise the registry's CPU build index.
+    python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
+python -m pip install -q -e ".[dev]"
+python -c "import robolearn, torch, mujoco, robosuite, zarr; print('robolearn setup ok: torch', torch.__version__, '| mujoco', mujoco.__version__, '| zarr', zarr.__version__)"

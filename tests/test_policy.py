@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from robolearn.data.normalizer import compute_stats
+from robolearn.policies import build_policy
+from robolearn.policies.diffusion.unet import ConditionalUnet1D
+from robolearn.policies.normalizer import Normalizer
+
+SMALL = dict(name="diffusion", horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=[16, 32], kernel_size=3,
+             n_groups=4, step_embed_dim=16, num_train_timesteps=20, num_inference_steps=5,
+             beta_schedule="squaredcos_cap_v2")
+
+
+def test_minmax_normalizer_maps_range_and_inverts():
+    x = np.array([[0.0, 5.0, 3.0], [2.0, 15.0, 3.0]], np.float32)
+    n = Normalizer({"k": (3,)}, "minmax", compute_stats({"k": x}))
+    y = n.normalize("k", torch.from_numpy(x))
+    assert torch.allclose(y[:, :2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    assert torch.allclose(y[:, 2], torch.zeros(2))  # constant dimension maps to 0, not inf
+    assert torch.allclose(n.unnormalize("k", y), torch.from_numpy(x), atol=1e-6)
+
+
+def test_meanstd_normalizer_floors_std():
+    x = np.array([[1.0, 0.0], [3.0, 0.001]], np.float32)
+    n = Normalizer({"k": (2,)}, "meanstd", compute_stats({"k": x}), std_floor=1e-2)
+    y = n.normalize("k", torch.from_numpy(x))
+    assert torch.allclose(y[:, 0], torch.tensor([-1.0, 1.0]))
+    assert y[:, 1].abs().max() <= 0.0005 / 1e-2 + 1e-6
+
+
+def test_unet_shapes_and_film_uses_condition():
+    torch.manual_seed(0)
+    net = ConditionalUnet1D(action_dim=3, cond_dim=5, down_dims=(8, 16, 32), step_embed_dim=8, n_groups=4)
+    x = torch.randn(2, 16, 3)
+    out = net(x, torch.tensor([1, 7]), torch.randn(2, 5))
+    assert out.shape == (2, 16, 3)
+    assert not torch.allclose(net(x, 3, torch.zeros(2, 5)), net(x, 3, torch.ones(2, 5)))
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.randn(1, 10, 3), 1, torch.randn(1, 5))
+
+
+def _toy_policy():
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (256, 2)).astype(np.float32)
+    action = np.repeat((obs * np.array([0.5, -0.5], np.float32))[:, None], 8, axis=1)
+    stats = compute_stats({"x": obs, "action": action.reshape(-1, 2)})
+    policy = build_policy(SMALL, {"x": (2,)}, 2, stats=stats)
+    return policy, obs, action
+
+
+def test_diffusion_policy_learns_a_simple_mapping():
+    torch.manual_seed(0)
+    policy, obs, action = _toy_policy()
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    batch = {"obs.x": torch.from_numpy(np.repeat(obs[:, None], 2, axis=1)), "action": torch.from_numpy(action)}
+    first = policy.compute_loss(batch).item()
+    for _ in range(300):
+        loss = policy.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    policy.eval()
+    pred = policy.predict_action({"x": batch["obs.x"][:64]}, generator=torch.Generator().manual_seed(0))
+    assert pred.shape == (64, 4, 2)
+    err = (pred - batch["action"][:64, :4]).abs().mean()
+    assert err < 0.15, f"mean abs error {err:.3f} in raw units (actions span ±0.5)"
+
+
+def test_predict_is_reproducible_with_generator_and_checks_inputs():
+    policy, obs, _ = _toy_policy()
+    policy.eval()
+    o = {"x": torch.from_numpy(np.repeat(obs[:3, None], 2, axis=1))}
+    a = policy.predict_action(o, generator=torch.Generator().manual_seed(1))
+    b = policy.predict_action(o, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    with pytest.raises(KeyError, match="'x' missing"):
+        policy.predict_action({"y": o["x"]})
+    with pytest.raises(ValueError, match="n_obs_steps"):
+        policy.predict_action({"x": o["x"][:, :1]})
+
+
+def test_build_policy_rejects_unknown_name_and_option():
+    with pytest.raises(ValueError, match="unknown policy"):
+        build_policy({**SMALL, "name": "nope"}, {"x": (2,)}, 2)
+    with pytest.raises(TypeError):
+        build_policy({**SMALL, "bogus": 1}, {"x": (2,)}, 2)
