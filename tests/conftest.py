@@ -1,9 +1,7 @@
-import os
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 
 def make_episode(T: int, offset: float = 0.0, obs_dim: int = 3, act_dim: int = 2) -> dict[str, np.ndarray]:

@@ -102,7 +102,7 @@ def collect_demos(
         else:
             store.discard_episode()
             dropped += 1
-        bar.set_postfix(kept=kept, dropped=dropped)
+        bar.set_postfix(kept=kept, dropped=dropped, refresh=False)
     env.close()
     return {"path": str(out), "attempted": episodes, "kept": kept, "dropped": dropped, "steps": steps,
             "wall_s": round(time.monotonic() - t0, 2), "seeds": [seeds[0], seeds[-1]] if seeds else []}

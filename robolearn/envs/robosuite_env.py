@@ -5,11 +5,13 @@ One adapter turns a robosuite manipulation task into a :class:`gymnasium.Env` wi
 * a ``Dict`` observation space of low-dim keys named as robomimic names them
   (``robot0_eef_pos`` (3,) m, ``robot0_eef_quat`` (4,) xyzw, ``robot0_gripper_qpos`` (2,) m,
   ``object`` (D,) task-specific object state);
-* a ``Box`` action space in SI units: a delta of the end-effector pose per control step in the world
-  frame, ``[dx, dy, dz]`` in metres and ``[drx, dry, drz]`` as an axis-angle vector in radians,
-  then the gripper command in ``[-1, 1]`` (-1 open, +1 close). The operational-space controller's
-  input scaling is set equal to its output scaling, so no hidden factor sits between the number a
-  policy emits and the motion it asks for;
+* a ``Box`` action space in SI units: a pose offset in the world frame, ``[dx, dy, dz]`` in metres
+  and ``[drx, dry, drz]`` as an axis-angle vector in radians, then the gripper command in ``[-1, 1]``
+  (-1 open, +1 close). Each step the operational-space controller's goal is set to the *achieved*
+  end-effector pose plus this offset, and the impedance controller tracks it for one control period,
+  so the achieved motion per step is a fraction of the offset (about a quarter for Lift's Panda at
+  20 Hz). The controller's input scaling equals its output scaling: no hidden factor sits between
+  the number a policy emits and the goal offset it asks for;
 * seeded resets that reuse the compiled model (``hard_reset=False``): ``reset(seed=s)`` reseeds the
   object placement and the robot's initial-joint noise, so the same seed gives the same episode;
 * ``info["is_success"]`` from the task's own success check, and ``terminated=True`` on success

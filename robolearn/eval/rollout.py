@@ -113,7 +113,7 @@ def rollout(
                     results[ep] = {"seed": int(seed), "success": bool(success[i]), "length": int(length[i]),
                                    "return": float(ret[i])}
                     bar.update(1)
-                    bar.set_postfix(success=f"{np.mean([r['success'] for r in results.values()]):.2f}")
+                    bar.set_postfix(success=f"{np.mean([r['success'] for r in results.values()]):.2f}", refresh=False)
                     slot[i] = None
                     done_mask[i] = True
             restart = done_mask & (np.cumsum(done_mask) <= len(pending))

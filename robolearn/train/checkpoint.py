@@ -168,11 +168,11 @@ def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
     from robolearn.policies import build_policy_from_kwargs
 
     path = Path(path)
+    if not (path / "policy.json").exists() and has_checkpoint(path / "checkpoints" / "latest"):
+        path = path / "checkpoints" / "latest"  # a run directory
+    path = _resolve_dir(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
-    if not (path / "policy.json").exists() and (path / "checkpoints" / "latest").exists():
-        path = path / "checkpoints" / "latest"
-    path = _resolve_dir(path)
     for name in ("policy.json", "model.safetensors", "config.yaml"):
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: not a checkpoint (missing {name})")

@@ -215,7 +215,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
                 lr = sched.get_last_lr()[0]
-                bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{lr:.1e}")
+                bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{lr:.1e}", refresh=False)
                 writer.add_scalar("train/loss", value, step)
                 writer.add_scalar("train/lr", lr, step)
                 writer.add_scalar("train/grad_norm", float(grad_norm), step)
