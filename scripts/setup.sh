@@ -11,8 +11,8 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if ! python -c "import torch" >/dev/null 2>&1; then
-    # A local CPU wheel if pip finds one (our machines); otherwise the registry's CPU build index.
-    python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+    # The local CPU wheel where pip finds one (our machines); elsewhere the registry's build.
+    python -m pip install -q "torch==2.13.0" || python -m pip install -q "torch>=2.4"
 fi
 python -m pip install -q -e ".[dev]"
 python -c "import robolearn, torch, mujoco, robosuite, zarr; print('robolearn setup ok: torch', torch.__version__, '| mujoco', mujoco.__version__, '| zarr', zarr.__version__)"

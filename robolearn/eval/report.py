@@ -101,7 +101,8 @@ def write_report(out_dir: str | Path, run_dir: str | Path, eval_result: Mapping[
         lines.append(
             f"- Training: {train_summary.get('steps')} steps on {train_summary.get('n_episodes')} demos, "
             f"{train_summary.get('wall_s', 0):.0f} s, {train_summary.get('samples_per_s')} samples/s, "
-            f"{train_summary.get('n_params', 0) / 1e6:.2f} M parameters, final val loss {train_summary.get('val_loss')}"
+            f"{train_summary.get('n_params', 0) / 1e6:.2f} M parameters, final val loss "
+            + (f"{train_summary['val_loss']:.4f}" if train_summary.get("val_loss") is not None else "n/a")
         )
     for k, v in (extra or {}).items():
         lines.append(f"- {k}: {json.dumps(v)}")

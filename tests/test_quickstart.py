@@ -1,0 +1,33 @@
+import json
+import subprocess
+import sys
+
+TINY = ["collect.episodes=3", "train.steps=20", "train.batch_size=16", "train.val_every=10", "train.ckpt_every=10",
+        "train.warmup_steps=2", "eval.episodes=2", "eval.n_envs=1", "policy.down_dims=[16,32]", "policy.horizon=8",
+        "policy.n_action_steps=4", "policy.n_groups=4", "policy.step_embed_dim=16", "policy.num_inference_steps=3",
+        "task.max_episode_steps=40", "data.val_ratio=0.34"]
+
+
+def test_quickstart_end_to_end_writes_report(tmp_path):
+    out = tmp_path / "qs"
+    run = subprocess.run([sys.executable, "-m", "robolearn.cli", "quickstart", "--out", str(out), *TINY],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("metrics.json", "loss_curve.png", "config.yaml", "report.md", "episodes.json"):
+        assert (out / "report" / name).is_file(), name
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["eval"]["n_episodes"] == 2 and 0 <= metrics["eval"]["success_rate"] <= 1
+    assert metrics["collect"]["kept"] == 3 and metrics["train"]["steps"] == 20
+    assert set(metrics["timings"]) == {"collect_s", "train_s", "eval_s", "total_s"}
+    assert (out / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "success rate" in run.stdout
+    # Demo seeds and evaluation seeds never overlap.
+    eval_seeds = {e["seed"] for e in json.loads((out / "eval.json").read_text())["episodes"]}
+    assert eval_seeds.isdisjoint({0, 1, 2})
+
+    # Running it again reuses the demos and the finished training run.
+    again = subprocess.run([sys.executable, "-m", "robolearn.cli", "quickstart", "--out", str(out), *TINY],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing" in again.stdout
+    assert json.loads((out / "train" / "train_summary.json").read_text())["resumed_from"] == 20
