@@ -17,7 +17,7 @@ def test_default_config_composes_groups():
 
 def test_overrides_and_group_selection():
     cfg = load_config(["train=long", "policy=diffusion_large", "train.steps=7", "seed=3"])
-    assert cfg.train.steps == 7 and cfg.train.batch_size == 256 and cfg.seed == 3
+    assert cfg.train.steps == 7 and cfg.train.warmup_steps == 500 and cfg.train.val_every == 1000 and cfg.seed == 3
     assert list(cfg.policy.down_dims) == [256, 512, 1024] and cfg.policy.horizon == 16
 
 
