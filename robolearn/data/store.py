@@ -197,11 +197,9 @@ class EpisodeStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
-        # Validate read-only first so a bad store is never touched.
-        cls(_open_zarr_group(path, "r"), path, writable=False)
-        if mode == "r":
-            return cls(_open_zarr_group(path, "r"), path, writable=False)
-        return cls(_open_zarr_group(path, "r+"), path, writable=True, flush_every=flush_every)
+        # Opening a zarr group, even in r+ mode, writes nothing; __init__ validates before any write.
+        group = _open_zarr_group(path, "r" if mode == "r" else "r+")
+        return cls(group, path, writable=mode == "a", flush_every=flush_every)
 
     # ------------------------------------------------------------------ validation
     def _group(self, name: str):
@@ -551,7 +549,7 @@ class EpisodeStore:
         return self.commit_episode(meta)
 
     def close(self) -> None:
-        """Warn-free close: an uncommitted episode is left uncommitted (call commit first)."""
+        """Drop buffered steps of an uncommitted episode; committed episodes are already on disk."""
         self._buffer = {}
         self._buffer_len = 0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -49,7 +50,7 @@ def import_robosuite():
         logger.setLevel(logging.ERROR)
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setStream(__import__("sys").stderr)
+                handler.setStream(sys.stderr)
         _ROBOSUITE = robosuite
     return _ROBOSUITE
 

@@ -43,7 +43,9 @@ def rollout(
         policy: a :class:`robolearn.policies.base.Policy` (eval mode).
         task_cfg: task config; ``obs_keys`` selects the observation keys the policy sees.
         seeds: one reset seed per episode.
-        n_envs: environments in parallel worker processes (1 = in this process).
+        n_envs: environments in parallel worker processes (1 = in this process). Workers start with
+            the ``forkserver`` method (no fork of a process holding torch threads), so a script that
+            calls this with ``n_envs > 1`` needs the usual ``if __name__ == "__main__":`` guard.
 
     Returns:
         ``[{"seed", "success", "length", "return"}]`` in the order of ``seeds``.

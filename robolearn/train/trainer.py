@@ -183,7 +183,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     metrics_f = open(run_dir / "metrics.jsonl", "a")
 
-    def checkpoint(final: bool = False):
+    def checkpoint():
         ema.copy_to(ema_policy.parameters())
         state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema.state_dict(),
                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
@@ -230,7 +230,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             if step % tc.ckpt_every == 0 and step < tc.steps:
                 checkpoint()
                 metrics_f.flush()
-        checkpoint(final=True)
+        checkpoint()
     finally:
         bar.close()
         writer.close()
