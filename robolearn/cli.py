@@ -21,6 +21,7 @@ def _print_json(obj) -> None:
 
 
 def cmd_inspect(args) -> int:
+    """``robolearn inspect PATH [--json]``: summarize a store (text, or one JSON object)."""
     from robolearn.data.store import EpisodeStore
 
     store = EpisodeStore.open(args.path)
@@ -52,6 +53,7 @@ def cmd_inspect(args) -> int:
 
 
 def _flatten(x):
+    """Nested lists → flat list (per-key min/max of multi-dimensional keys)."""
     if isinstance(x, list):
         out = []
         for v in x:
@@ -61,6 +63,7 @@ def _flatten(x):
 
 
 def cmd_collect(args) -> int:
+    """``robolearn collect``: record scripted-expert episodes into a store."""
     from robolearn.envs.collect import collect_demos
     from robolearn.utils.config import load_config
 
@@ -74,6 +77,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``robolearn train [overrides]``: train (or resume) the configured policy."""
     from robolearn.train.trainer import train
     from robolearn.utils.config import load_config
 
@@ -84,6 +88,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """``robolearn eval CHECKPOINT``: held-out rollouts; prints the success rate and writes JSON."""
     from robolearn.eval.rollout import evaluate_checkpoint
 
     ckpt = Path(args.checkpoint)
@@ -104,6 +109,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
+    """``robolearn quickstart``: collect → train → evaluate → report, each step resumable."""
     from robolearn.data.store import EpisodeStore
     from robolearn.envs.collect import collect_demos
     from robolearn.eval.report import write_report
@@ -169,6 +175,7 @@ def cmd_quickstart(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every command."""
     p = argparse.ArgumentParser(prog="robolearn", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -81,7 +81,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL mid-run, restart with the same command: training continues from the last checkpoint
     and ends with exactly the weights of an uninterrupted run."""
     toy_store(tmp_path / "toy.zarr")
-    steps = 60
+    steps = 150  # long enough that the kill (after step 20) always lands mid-run
     train(load_config(overrides(tmp_path, steps, ckpt_every=10, run="straight")), progress=False)
 
     cmd = [sys.executable, "-m", "robolearn.cli", "train", *overrides(tmp_path, steps, ckpt_every=10, run="killed")]

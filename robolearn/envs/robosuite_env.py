@@ -181,6 +181,7 @@ class RobosuiteEnv(gym.Env):
         return self._convert(raw), float(success), terminated, truncated, {"is_success": success}
 
     def close(self):
+        """Release the simulator."""
         self._env.close()
 
     # ------------------------------------------------------------------ helpers

@@ -59,6 +59,9 @@ class TrainingData:
     """
 
     def __init__(self, cfg: DictConfig):
+        if not Path(cfg.data.path).exists():
+            raise StoreError(f"{cfg.data.path}: no such store (record one first, e.g. `robolearn collect "
+                             f"--task {cfg.task.name} --episodes 100 --out {cfg.data.path}`, or set data.path=...)")
         store = EpisodeStore.open(cfg.data.path)
         self.obs_keys = list(cfg.task.obs_keys)
         self.action_key = cfg.task.action_key
