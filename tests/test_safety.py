@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robolearn.robots.safety import SafetyLayer, _quat_angle
+from robolearn.robots.safety import SafetyLayer
+from robolearn.utils.rotations import quat_angle as _quat_angle
 from robolearn.robots.types import Capabilities, Command, ControlMode, FaultKind, RobotLimits, RobotState
 
 LIMITS = RobotLimits(

@@ -9,18 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from robolearn.envs.robosuite_env import MAX_DELTA_POS, MAX_DELTA_ROT
-
-
-def quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Rotation matrix ``(3, 3)`` of a unit quaternion ``(4,)`` in xyzw order."""
-    x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+from robolearn.utils.rotations import quat_xyzw_to_matrix
 
 
 def wrap_angle(a: float, period: float = 2 * np.pi) -> float:

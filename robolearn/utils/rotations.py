@@ -1,0 +1,41 @@
+"""Quaternion helpers (unit quaternions in xyzw order, angles in rad)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def quat_normalize(q: np.ndarray) -> np.ndarray:
+    """``q / |q|`` for a quaternion ``(4,)``."""
+    q = np.asarray(q, dtype=np.float64)
+    return q / np.linalg.norm(q)
+
+
+def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Rotation angle (rad, in ``[0, pi]``) between two unit quaternions ``(4,)``."""
+    return 2.0 * float(np.arccos(min(1.0, abs(float(np.dot(a, b))))))
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical linear interpolation between quaternions ``(4,)`` along the short arc (Shoemake,
+    SIGGRAPH 1985); ``t = 0`` gives ``a``, ``t = 1`` gives ``b``. Inputs need not be normalized."""
+    a, b = quat_normalize(a), quat_normalize(b)
+    d = float(np.dot(a, b))
+    if d < 0:
+        b, d = -b, -d
+    if d > 1 - 1e-9:
+        return quat_normalize(a + t * (b - a))
+    theta = np.arccos(d)
+    return (np.sin((1 - t) * theta) * a + np.sin(t * theta) * b) / np.sin(theta)
+
+
+def quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrix ``(3, 3)`` of a quaternion ``(4,)`` in xyzw order."""
+    x, y, z, w = quat_normalize(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
