@@ -22,28 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from robolearn.robots.types import Capabilities, Command, ControlMode, Fault, FaultKind, RobotLimits, RobotState
-
-
-def _quat_normalize(q: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(q)
-    return q / n
-
-
-def _quat_angle(a: np.ndarray, b: np.ndarray) -> float:
-    """Rotation angle (rad, in [0, pi]) between unit quaternions."""
-    d = abs(float(np.dot(a, b)))
-    return 2.0 * float(np.arccos(min(1.0, d)))
-
-
-def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """Spherical linear interpolation from ``a`` (t=0) to ``b`` (t=1) along the short arc."""
-    if np.dot(a, b) < 0:
-        b = -b
-    d = min(1.0, float(np.dot(a, b)))
-    theta = np.arccos(d)
-    if theta < 1e-9:
-        return _quat_normalize(a + t * (b - a))
-    return (np.sin((1 - t) * theta) * a + np.sin(t * theta) * b) / np.sin(theta)
+from robolearn.utils.rotations import quat_angle, quat_normalize, slerp
 
 
 class SafetyLayer:
@@ -115,7 +94,7 @@ class SafetyLayer:
                                                timestamp=state.receive_time)
         self._last_pose = (np.clip(np.asarray(state.eef_pos, np.float64), self.limits.workspace_lower,
                                    self.limits.workspace_upper),
-                           _quat_normalize(np.asarray(state.eef_quat, np.float64)))
+                           quat_normalize(np.asarray(state.eef_quat, np.float64)))
 
     # ------------------------------------------------------------------ the filter
     def tick(self, now: float) -> Command | None:
@@ -164,10 +143,10 @@ class SafetyLayer:
             dist = float(np.linalg.norm(delta))
             max_dist = L.eef_speed_max * dt
             pos = prev_pos + delta * (max_dist / dist) if dist > max_dist else target
-            quat_t = _quat_normalize(np.asarray(command.eef_quat, np.float64))
-            angle = _quat_angle(prev_quat, quat_t)
+            quat_t = quat_normalize(np.asarray(command.eef_quat, np.float64))
+            angle = quat_angle(prev_quat, quat_t)
             max_angle = L.eef_rot_speed_max * dt
-            quat = _slerp(prev_quat, quat_t, max_angle / angle) if angle > max_angle else quat_t
+            quat = slerp(prev_quat, quat_t, max_angle / angle) if angle > max_angle else quat_t
             self.n_clamped += int(dist > max_dist or angle > max_angle or not np.array_equal(target, command.eef_pos))
             self._last_pose = (pos, quat)
             sent = Command(ControlMode.EEF_POSE, eef_pos=pos, eef_quat=quat, gripper=gripper, timestamp=now)
