@@ -34,6 +34,23 @@ def test_seeded_reset_is_deterministic_and_reuses_the_model(lift):
     assert lift.unwrapped_robosuite.sim.model is model  # no XML reload on reset
 
 
+def test_separately_built_envs_replay_the_same_episode(lift):
+    other = make_env(load_config().task)  # a second model build, as in another process or eval worker
+    try:
+        for env in (lift, other):
+            env.reset(seed=11)
+        expert_a, expert_b = make_expert("lift"), make_expert("lift")
+        obs_a, _ = lift.reset(seed=11)
+        obs_b, _ = other.reset(seed=11)
+        for _ in range(20):
+            obs_a, *_ = lift.step(expert_a(obs_a))
+            obs_b, *_ = other.step(expert_b(obs_b))
+        for k in obs_a:
+            np.testing.assert_array_equal(obs_a[k], obs_b[k])
+    finally:
+        other.close()
+
+
 def test_action_is_a_goal_offset_in_metres(lift):
     def climb(offset):
         obs, _ = lift.reset(seed=1)

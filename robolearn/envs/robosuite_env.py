@@ -88,6 +88,9 @@ class RobosuiteEnv(gym.Env):
         max_episode_steps: episode is truncated after this many control steps.
         control_freq: control frequency in Hz (one ``step`` lasts ``1/control_freq`` s).
         terminate_on_success: end the episode (``terminated=True``) on the first successful step.
+        model_seed: seed of the randomness robosuite draws once, when it builds the model (Lift's
+            cube size, for one). Fixed by default so every process, eval workers included, builds
+            the same scene and a reset seed means the same episode everywhere.
 
     Observation: dict of float32 arrays, see the module docstring. Action: float32 ``(7,)``.
 
@@ -104,6 +107,7 @@ class RobosuiteEnv(gym.Env):
         max_episode_steps: int = 160,
         control_freq: float = 20.0,
         terminate_on_success: bool = True,
+        model_seed: int = 0,
     ):
         if task not in ROBOSUITE_TASKS:
             raise ValueError(f"unknown robosuite task {task!r}; known: {sorted(ROBOSUITE_TASKS)}")
@@ -126,6 +130,7 @@ class RobosuiteEnv(gym.Env):
             ignore_done=True,
             hard_reset=False,
             reward_shaping=False,
+            seed=model_seed,
         )
         raw = self._env.reset()
         obs = self._convert(raw)
