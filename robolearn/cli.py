@@ -13,10 +13,6 @@ import time
 from pathlib import Path
 
 
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2))
-
-
 # ------------------------------------------------------------------ commands
 
 

@@ -140,7 +140,6 @@ class RobosuiteEnv(gym.Env):
         high = np.array([MAX_DELTA_POS] * 3 + [MAX_DELTA_ROT] * 3 + [1.0], dtype=np.float32)
         self.action_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self._t = 0
-        self._last_raw = raw
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -156,7 +155,6 @@ class RobosuiteEnv(gym.Env):
             self._env.placement_initializer.rng = rng
         raw = self._env.reset()
         self._t = 0
-        self._last_raw = raw
         return self._convert(raw), {"is_success": False}
 
     def step(self, action):
@@ -179,7 +177,6 @@ class RobosuiteEnv(gym.Env):
         action = np.clip(action, self.action_space.low, self.action_space.high)
         raw, _, _, _ = self._env.step(action)
         self._t += 1
-        self._last_raw = raw
         success = bool(self._env._check_success())
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.max_episode_steps
@@ -199,9 +196,3 @@ class RobosuiteEnv(gym.Env):
     def unwrapped_robosuite(self):
         """The underlying robosuite environment (for experts that need privileged state)."""
         return self._env
-
-    def object_yaw(self) -> float:
-        """Yaw (rad, about world z) of the task object's body; used by scripted experts."""
-        quat_xyzw = self._last_raw[self._object_keys[1]]
-        x, y, z, w = quat_xyzw
-        return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))

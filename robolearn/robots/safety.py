@@ -69,12 +69,11 @@ class SafetyLayer:
         """Latch a fault: from now on only the hold target goes out until :meth:`clear_faults`."""
         if not any(f.kind == kind for f in self._faults):
             self._faults.append(Fault(kind, message, float(now)))
-        self._hold = self._last_sent
 
     def estop(self, now: float, reason: str = "e-stop") -> Command:
         """Trigger the e-stop: latch ``ESTOP`` and return the hold target to send at once."""
         self.latch(FaultKind.ESTOP, reason, now)
-        return self._hold
+        return self._last_sent
 
     def clear_faults(self, state: RobotState) -> None:
         """Clear every latched fault and re-anchor on the robot's current state."""
@@ -90,8 +89,8 @@ class SafetyLayer:
     def _anchor(self, state: RobotState) -> None:
         """Make the robot's measured joints and pose the reference of the next step limit and the hold."""
         q = np.clip(np.asarray(state.joint_pos, np.float64), self.limits.joint_lower, self.limits.joint_upper)
-        self._hold = self._last_sent = Command(ControlMode.JOINT_POSITION, joint_pos=q, gripper=self._last_sent.gripper,
-                                               timestamp=state.receive_time)
+        self._last_sent = Command(ControlMode.JOINT_POSITION, joint_pos=q, gripper=self._last_sent.gripper,
+                                  timestamp=state.receive_time)
         self._last_pose = (np.clip(np.asarray(state.eef_pos, np.float64), self.limits.workspace_lower,
                                    self.limits.workspace_upper),
                            quat_normalize(np.asarray(state.eef_quat, np.float64)))
@@ -106,7 +105,7 @@ class SafetyLayer:
         if not self._faults and now - self._last_command_time > self.watchdog_timeout:
             self.latch(FaultKind.WATCHDOG, f"no command for {now - self._last_command_time:.3f} s "
                        f"(timeout {self.watchdog_timeout:.3f} s)", now)
-        return self._hold if self._faults else None
+        return self._last_sent if self._faults else None
 
     def filter(self, command: Command, now: float) -> Command:
         """The command to send to the driver for ``command`` received at ``now`` (monotonic s).
@@ -119,12 +118,12 @@ class SafetyLayer:
         self._last_command_time = float(now)
         if self._faults:
             self.n_refused += 1
-            return self._hold
+            return self._last_sent
         problem = self._validate(command)
         if problem:
             self.n_refused += 1
             self.latch(FaultKind.INVALID_COMMAND, problem, now)
-            return self._hold
+            return self._last_sent
         L = self.limits
         if command.mode != self._last_sent.mode:
             self._anchor(self._latest)  # step limits count from where the robot is, not a stale target
@@ -150,7 +149,7 @@ class SafetyLayer:
             self.n_clamped += int(dist > max_dist or angle > max_angle or not np.array_equal(target, command.eef_pos))
             self._last_pose = (pos, quat)
             sent = Command(ControlMode.EEF_POSE, eef_pos=pos, eef_quat=quat, gripper=gripper, timestamp=now)
-        self._hold = self._last_sent = sent
+        self._last_sent = sent  # also the hold target if a fault latches
         return sent
 
     def _validate(self, c: Command) -> str | None:
