@@ -149,3 +149,14 @@ def test_unsupported_mode_and_bad_limits():
         RobotLimits(np.zeros(1), np.ones(1), np.ones(1), np.zeros(3), np.ones(3), float("nan"), 1.0)
     with pytest.raises(ValueError, match="watchdog_timeout"):
         SafetyLayer(LIMITS, CAPS, state(), watchdog_timeout=0)
+
+
+def test_pose_only_robot_holds_a_pose():
+    """A robot that takes only pose targets gets a pose as its hold target (watchdog, e-stop)."""
+    caps = Capabilities(control_modes=(ControlMode.EEF_POSE,), has_gripper=True)
+    layer = SafetyLayer(LIMITS, caps, state(pos=(0.1, 0.2, 0.3)), watchdog_timeout=0.01)
+    hold = layer.tick(1.0)
+    assert hold.mode == ControlMode.EEF_POSE
+    np.testing.assert_allclose(hold.eef_pos, [0.1, 0.2, 0.3])
+    assert layer.faults[0].kind == FaultKind.WATCHDOG
+    assert layer.estop(1.1).mode == ControlMode.EEF_POSE

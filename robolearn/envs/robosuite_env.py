@@ -55,12 +55,14 @@ def import_robosuite():
     return _ROBOSUITE
 
 
-def _controller_config(robot: str) -> dict:
-    """Operational-space pose controller whose inputs are SI deltas in the world frame."""
+def _controller_config(robot: str, input_type: str = "delta") -> dict:
+    """Operational-space pose controller whose inputs are SI values in the world frame: deltas
+    (``input_type="delta"``) or absolute poses, position (m) + axis-angle (rad) (``"absolute"``)."""
     from robosuite.controllers import load_composite_controller_config
 
     cfg = load_composite_controller_config(controller="BASIC", robot=robot)
     arm = cfg["body_parts"]["right"]
+    arm["input_type"] = input_type
     limits = [MAX_DELTA_POS] * 3 + [MAX_DELTA_ROT] * 3
     arm["input_max"] = limits
     arm["input_min"] = [-v for v in limits]
@@ -91,6 +93,9 @@ class RobosuiteEnv(gym.Env):
         model_seed: seed of the randomness robosuite draws once, when it builds the model (Lift's
             cube size, for one). Fixed by default so every process, eval workers included, builds
             the same scene and a reset seed means the same episode everywhere.
+        controller_input: ``"delta"`` (the actions above) or ``"absolute"``: the controller's goal is
+            the pose given, world-frame position (m) and axis-angle (rad). The MuJoCo twin of the
+            HAL (:mod:`robolearn.robots.twin`) uses the absolute form and steps the simulator itself.
 
     Observation: dict of float32 arrays, see the module docstring. Action: float32 ``(7,)``.
 
@@ -108,9 +113,12 @@ class RobosuiteEnv(gym.Env):
         control_freq: float = 20.0,
         terminate_on_success: bool = True,
         model_seed: int = 0,
+        controller_input: str = "delta",
     ):
         if task not in ROBOSUITE_TASKS:
             raise ValueError(f"unknown robosuite task {task!r}; known: {sorted(ROBOSUITE_TASKS)}")
+        if controller_input not in ("delta", "absolute"):
+            raise ValueError(f"controller_input must be 'delta' or 'absolute', got {controller_input!r}")
         suite = import_robosuite()
         spec = ROBOSUITE_TASKS[task]
         self.task = task
@@ -121,7 +129,7 @@ class RobosuiteEnv(gym.Env):
         self._env = suite.make(
             spec["env_name"],
             robots=robot,
-            controller_configs=_controller_config(robot),
+            controller_configs=_controller_config(robot, controller_input),
             has_renderer=False,
             has_offscreen_renderer=False,
             use_camera_obs=False,

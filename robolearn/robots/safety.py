@@ -54,7 +54,7 @@ class SafetyLayer:
         self._last_command_time = float(initial_state.receive_time)
         self._latest = initial_state
         gripper = float(np.clip(initial_state.gripper, 0.0, 1.0)) if capabilities.has_gripper else None
-        self._last_sent = Command(ControlMode.JOINT_POSITION, gripper=gripper)
+        self._last_sent = Command(capabilities.control_modes[0], gripper=gripper)
         self._anchor(initial_state)
         self.n_refused = 0
         self.n_clamped = 0
@@ -87,13 +87,30 @@ class SafetyLayer:
         self._latest = state
 
     def _anchor(self, state: RobotState) -> None:
-        """Make the robot's measured joints and pose the reference of the next step limit and the hold."""
-        q = np.clip(np.asarray(state.joint_pos, np.float64), self.limits.joint_lower, self.limits.joint_upper)
-        self._last_sent = Command(ControlMode.JOINT_POSITION, joint_pos=q, gripper=self._last_sent.gripper,
-                                  timestamp=state.receive_time)
+        """Make the robot's measured joints and pose the reference of the next step limit and the hold.
+
+        The hold target keeps the mode of the last command when the robot supports it, else the
+        robot's first supported mode (an arm driven only by pose targets holds a pose).
+        """
+        self._last_q = np.clip(np.asarray(state.joint_pos, np.float64), self.limits.joint_lower,
+                               self.limits.joint_upper)
         self._last_pose = (np.clip(np.asarray(state.eef_pos, np.float64), self.limits.workspace_lower,
                                    self.limits.workspace_upper),
                            quat_normalize(np.asarray(state.eef_quat, np.float64)))
+        mode = self._last_sent.mode
+        if mode not in self.capabilities.control_modes:
+            mode = self.capabilities.control_modes[0]
+        if mode == ControlMode.JOINT_POSITION:
+            self._last_sent = Command(mode, joint_pos=self._last_q, gripper=self._last_sent.gripper,
+                                      timestamp=state.receive_time)
+        else:
+            self._last_sent = Command(mode, eef_pos=self._last_pose[0], eef_quat=self._last_pose[1],
+                                      gripper=self._last_sent.gripper, timestamp=state.receive_time)
+
+    @property
+    def hold_target(self) -> Command:
+        """The command that holds the robot where it was last sent (what a fault sends)."""
+        return self._last_sent
 
     # ------------------------------------------------------------------ the filter
     def tick(self, now: float) -> Command | None:
@@ -129,11 +146,12 @@ class SafetyLayer:
             self._anchor(self._latest)  # step limits count from where the robot is, not a stale target
         gripper = self._gripper(command.gripper, dt)
         if command.mode == ControlMode.JOINT_POSITION:
-            prev = self._last_sent.joint_pos
+            prev = self._last_q
             target = np.clip(np.asarray(command.joint_pos, np.float64), L.joint_lower, L.joint_upper)
             step = L.joint_vel_max * dt
             out = np.clip(target, prev - step, prev + step)
             self.n_clamped += int(not np.array_equal(out, command.joint_pos))
+            self._last_q = out
             sent = Command(ControlMode.JOINT_POSITION, joint_pos=out, gripper=gripper, timestamp=now)
         else:
             prev_pos, prev_quat = self._last_pose
