@@ -86,3 +86,17 @@ def test_build_policy_rejects_unknown_name_and_option():
         build_policy({**SMALL, "name": "nope"}, {"x": (2,)}, 2)
     with pytest.raises(TypeError):
         build_policy({**SMALL, "bogus": 1}, {"x": (2,)}, 2)
+
+
+def test_batch_one_conv_fast_path_matches_the_standard_convolution():
+    from robolearn.policies.diffusion.unet import Conv1d
+
+    torch.manual_seed(0)
+    for stride, k in ((1, 5), (2, 3), (1, 1)):
+        conv = Conv1d(128, 64, k, stride=stride, padding=k // 2)
+        x = torch.randn(1, 128, 8)
+        with torch.no_grad():
+            fast = conv(x)
+            ref = torch.nn.functional.conv1d(x, conv.weight, conv.bias, stride, k // 2)
+        assert fast.shape == ref.shape
+        torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)

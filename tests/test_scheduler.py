@@ -72,3 +72,23 @@ def test_bad_chunks_are_refused():
         s.add_chunk(np.zeros((3, 2)), 0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="quat_slice"):
         ActionScheduler(3, quat_slice=(0, 4))
+
+
+def test_hold_mode_and_remaining():
+    s = ActionScheduler(action_dim=1, interpolate=False)
+    assert s.remaining(0.0) == 0
+    s.add_chunk(np.array([[0.0], [1.0], [2.0], [3.0]]), t0=1.0, dt=0.1, now=1.05)
+    # action 0 (t=1.0) is stale and dropped; it is kept only as the value before t=1.1
+    assert s.n_stale_dropped == 1
+    assert s.remaining(1.1) == 3 and s.remaining(1.25) == 1
+    assert s.get(1.1)[0] == 1.0
+    assert s.get(1.19)[0] == 1.0   # held, not interpolated toward 2.0
+    assert s.get(1.2)[0] == 2.0
+
+
+def test_hold_mode_is_robust_to_float_rounding_of_times():
+    s = ActionScheduler(action_dim=1, interpolate=False)
+    t0 = 0.1 + 0.2  # 0.30000000000000004
+    s.add_chunk(np.arange(5.0)[:, None], t0=t0, dt=0.05, now=0.0)
+    for i in range(5):
+        assert s.get(0.3 + i * 0.05 - 1e-9)[0] == i

@@ -142,12 +142,14 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None, n_envs: int | None = None,
-                        use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = ()) -> dict:
+                        use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = (),
+                        num_inference_steps: int | None = None) -> dict:
     """Load a checkpoint and evaluate it on ``episodes`` seeded episodes.
 
     Seeds are ``seed_start, seed_start + 1, ...`` skipping any in ``exclude_seeds`` and any seed of
     the training demonstrations (read from the store named in the checkpoint's config, when it is
-    still there), so evaluation never replays a demo's initial state.
+    still there), so evaluation never replays a demo's initial state. ``num_inference_steps``
+    overrides a diffusion policy's denoising steps (fewer steps: lower latency).
 
     Returns:
         The :func:`summarize` dict plus ``checkpoint``, ``task``, ``seeds``, ``episodes`` (per-episode
@@ -162,21 +164,46 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
-    seed_start = int(cfg.eval.seed_start if seed_start is None else seed_start)
+    set_inference_steps(policy, num_inference_steps)
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
-    excluded = set(int(s) for s in exclude_seeds) | _demo_seeds(cfg)
-    seeds, s = [], seed_start
-    while len(seeds) < episodes:
-        if s not in excluded:
-            seeds.append(s)
-        s += 1
+    seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
     t0 = time.monotonic()
     results = rollout(policy, cfg.task, seeds, n_envs=n_envs, progress=progress)
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
+                "num_inference_steps": getattr(policy, "num_inference_steps", None),
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})
     return out
+
+
+def set_inference_steps(policy, steps: int | None) -> None:
+    """Override the denoising steps of a diffusion policy (``None`` keeps the checkpoint's).
+
+    Raises:
+        ValueError: ``steps < 1``, or a policy without denoising steps.
+    """
+    if steps is None:
+        return
+    if not hasattr(policy, "num_inference_steps"):
+        raise ValueError(f"{type(policy).__name__} has no denoising steps to set")
+    if steps < 1:
+        raise ValueError(f"inference steps must be >= 1, got {steps}")
+    policy.num_inference_steps = int(steps)
+
+
+def held_out_seeds(cfg, episodes: int, seed_start: int | None = None, exclude_seeds: Sequence[int] = ()) -> list[int]:
+    """The evaluation seeds of a run: ``episodes`` seeds from ``seed_start`` (default the config's
+    ``eval.seed_start``) on, skipping ``exclude_seeds`` and every demonstration seed of the run's
+    store. ``robolearn eval`` and ``robolearn deploy`` use the same seeds for the same arguments."""
+    start = int(cfg.eval.seed_start if seed_start is None else seed_start)
+    excluded = set(int(s) for s in exclude_seeds) | _demo_seeds(cfg)
+    seeds, s = [], start
+    while len(seeds) < episodes:
+        if s not in excluded:
+            seeds.append(s)
+        s += 1
+    return seeds
 
 
 def _demo_seeds(cfg) -> set[int]:

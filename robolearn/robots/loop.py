@@ -111,8 +111,10 @@ class ControlLoop:
         """Ask the loop to return after the current step (thread-safe)."""
         self._stop = True
 
-    def run(self, duration_s: float | None = None, max_steps: int | None = None) -> LoopStats:
-        """Run until ``duration_s`` elapsed, ``max_steps`` executed, or :meth:`stop`.
+    def run(self, duration_s: float | None = None, max_steps: int | None = None,
+            stop_when: Callable[[], bool] | None = None) -> LoopStats:
+        """Run until ``duration_s`` elapsed, ``max_steps`` executed, :meth:`stop`, or ``stop_when()``
+        (checked after every step) is true.
 
         Returns:
             :class:`LoopStats` of the run.
@@ -141,6 +143,8 @@ class ControlLoop:
             stats.step_time.append(finish - start)
             for name, secs in (sections or {}).items():
                 stats.sections.setdefault(name, []).append(secs)
+            if stop_when is not None and stop_when():
+                break
             next_k = k + 1
             if finish > t0 + next_k * self.period:  # overran the next deadline: skip, don't burst
                 stats.overruns += 1

@@ -11,6 +11,8 @@ A chunk is ``(T, D)`` actions meant for times ``t0, t0 + dt, ...`` (monotonic s)
   the query time contributes, weighted ``exp(-k * i)`` with ``i = 0`` the oldest chunk);
 * interpolates between a chunk's actions to the query time: linearly, except the dimensions named
   by ``quat_slice`` (a unit quaternion, xyzw) which are slerped (and normalized after ensembling);
+  or, with ``interpolate=False``, returns the action whose time is the latest not after the query
+  (zero-order hold: what relative actions, each an offset from the pose at its own step, need);
 * holds the last action it produced when no chunk covers the query time, and counts those periods.
 """
 
@@ -22,6 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from robolearn.utils.rotations import slerp
+
+
+#: Times closer than this (s) count as equal: chunk times and loop deadlines are sums of floats.
+_EPS_S = 1e-6
 
 
 @dataclass
@@ -40,6 +46,7 @@ class ActionScheduler:
         latency_s: actions timed earlier than ``now + latency_s`` when their chunk arrives are dropped.
         quat_slice: ``(start, stop)`` of a quaternion inside the action vector, or ``None``.
         max_chunks: chunks kept for ensembling (older ones are forgotten).
+        interpolate: interpolate between actions (``True``) or hold each until the next (``False``).
 
     Raises:
         ValueError: unknown mode, negative ``ensemble_k``/``latency_s``, or a quaternion slice that is
@@ -47,7 +54,7 @@ class ActionScheduler:
     """
 
     def __init__(self, action_dim: int, mode: str = "receding", ensemble_k: float = 0.01, latency_s: float = 0.0,
-                 quat_slice: tuple[int, int] | None = None, max_chunks: int = 32):
+                 quat_slice: tuple[int, int] | None = None, max_chunks: int = 32, interpolate: bool = True):
         if mode not in ("receding", "ensemble"):
             raise ValueError(f"mode must be 'receding' or 'ensemble', got {mode!r}")
         if ensemble_k < 0 or latency_s < 0:
@@ -59,6 +66,7 @@ class ActionScheduler:
         self.k = ensemble_k
         self.latency_s = latency_s
         self.quat = slice(*quat_slice) if quat_slice else None
+        self.interpolate = bool(interpolate)
         self._chunks: deque[_Chunk] = deque(maxlen=max_chunks)
         self._last: np.ndarray | None = None
         self.n_stale_dropped = 0
@@ -100,16 +108,23 @@ class ActionScheduler:
         return len(actions) - first
 
     def _sample(self, c: _Chunk, t: float) -> np.ndarray | None:
-        if t < c.times[0] or t > c.times[-1]:
+        if t + _EPS_S < c.times[0] or t - _EPS_S > c.times[-1]:
             return None
-        j = int(np.searchsorted(c.times, t, side="right")) - 1
-        if j >= len(c.times) - 1:
-            return c.actions[-1].copy()
-        u = (t - c.times[j]) / (c.times[j + 1] - c.times[j])
+        # A query at an action's time (up to rounding) selects that action.
+        j = int(np.searchsorted(c.times, t + _EPS_S, side="right")) - 1
+        if j >= len(c.times) - 1 or not self.interpolate:
+            return c.actions[j].copy()
+        u = min(1.0, max(0.0, (t - c.times[j]) / (c.times[j + 1] - c.times[j])))
         out = (1 - u) * c.actions[j] + u * c.actions[j + 1]
         if self.quat is not None:
             out[self.quat] = slerp(c.actions[j][self.quat], c.actions[j + 1][self.quat], u)
         return out
+
+    def remaining(self, now: float) -> int:
+        """Actions of the newest chunk timed at or after ``now`` (0 before any chunk)."""
+        if not self._chunks:
+            return 0
+        return int(np.count_nonzero(self._chunks[-1].times >= now))
 
     def get(self, now: float) -> np.ndarray | None:
         """The action for time ``now``; the last one again when dry (``None`` before any chunk)."""

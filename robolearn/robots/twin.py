@@ -19,9 +19,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import mujoco
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from robolearn.utils.rotations import quat_to_rotvec
 from robolearn.robots.types import Capabilities, Command, ControlMode, RobotLimits, RobotState
 
 #: Panda joint speed limits (rad/s) from Franka's datasheet.
@@ -72,12 +73,13 @@ class TwinSim:
         """The controller's end-effector site pose: position ``(3,)`` m, quaternion ``(4,)`` xyzw."""
         self._rs.sim.forward()  # kinematics of the current joint state, not of the last step's start
         d = self._rs.sim.data
-        return (np.array(d.site_xpos[self._site], dtype=np.float64),
-                Rotation.from_matrix(np.asarray(d.site_xmat[self._site]).reshape(3, 3)).as_quat())
+        wxyz = np.empty(4)
+        mujoco.mju_mat2Quat(wxyz, np.asarray(d.site_xmat[self._site], dtype=np.float64).ravel())
+        return np.array(d.site_xpos[self._site], dtype=np.float64), np.roll(wxyz, -1)
 
     def set_goal(self, pos: np.ndarray, quat: np.ndarray, gripper: float) -> None:
         """Set the pose goal (m, xyzw, world frame) and gripper opening ``[0, 1]``; applied from the next step."""
-        rotvec = Rotation.from_quat(np.asarray(quat, dtype=np.float64)).as_rotvec()
+        rotvec = quat_to_rotvec(np.asarray(quat, dtype=np.float64))
         self._goal = np.concatenate([pos, rotvec, [1.0 - 2.0 * float(np.clip(gripper, 0.0, 1.0))]])
         self._new_goal = True
 
@@ -176,9 +178,11 @@ class MujocoTwin:
         self._connected = False
 
     def reset(self, seed: int | None = None) -> None:
-        """Start the seeded episode; simulated time restarts now and the goal is the current pose."""
+        """Start the seeded episode; simulated time restarts now (``lag_s`` too) and the goal is the
+        current pose."""
         self.sim.reset(seed)
         self._t_origin = self.clock()
+        self.lag_s = 0.0
 
     # ------------------------------------------------------------------ Robot interface
     def _advance(self) -> float:

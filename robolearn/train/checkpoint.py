@@ -152,6 +152,29 @@ def has_checkpoint(path: str | Path) -> bool:
     return (_resolve_dir(Path(path)) / "model.safetensors").is_file()
 
 
+def _checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory of ``path`` (a checkpoint or a run directory), checked for its files."""
+    path = Path(path)
+    if not (path / "policy.json").exists() and has_checkpoint(path / "checkpoints" / "latest"):
+        path = path / "checkpoints" / "latest"  # a run directory
+    path = _resolve_dir(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    for name in ("policy.json", "model.safetensors", "config.yaml"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: not a checkpoint (missing {name})")
+    return path
+
+
+def read_checkpoint_config(path: str | Path):
+    """The experiment config saved with a checkpoint (or a run directory's latest checkpoint).
+
+    Raises:
+        CheckpointError: not a checkpoint.
+    """
+    return OmegaConf.load(_checkpoint_dir(path) / "config.yaml")
+
+
 def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
     """Rebuild a policy from a checkpoint directory (or a run directory holding ``checkpoints/latest``).
 
@@ -167,15 +190,7 @@ def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
     """
     from robolearn.policies import build_policy_from_kwargs
 
-    path = Path(path)
-    if not (path / "policy.json").exists() and has_checkpoint(path / "checkpoints" / "latest"):
-        path = path / "checkpoints" / "latest"  # a run directory
-    path = _resolve_dir(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    for name in ("policy.json", "model.safetensors", "config.yaml"):
-        if not (path / name).is_file():
-            raise CheckpointError(f"{path}: not a checkpoint (missing {name})")
+    path = _checkpoint_dir(path)
     try:
         meta = json.loads((path / "policy.json").read_text())
         policy = build_policy_from_kwargs(meta["type"], meta["kwargs"])

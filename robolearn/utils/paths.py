@@ -24,3 +24,8 @@ def config_dir() -> Path:
 def sim_dir() -> Path:
     """Directory of the shipped MuJoCo assets (``sim/``)."""
     return _shipped("sim")
+
+
+def hardware_dir() -> Path:
+    """Directory of the shipped per-robot configs (``hardware/``)."""
+    return _shipped("hardware")

@@ -39,3 +39,14 @@ def quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
+    """Axis-angle vector ``(3,)`` (rad, angle in ``[0, pi]``) of a quaternion ``(4,)`` xyzw."""
+    q = quat_normalize(q)
+    if q[3] < 0:
+        q = -q
+    s = float(np.linalg.norm(q[:3]))
+    if s < 1e-12:
+        return 2.0 * q[:3]
+    return q[:3] * (2.0 * np.arctan2(s, q[3]) / s)

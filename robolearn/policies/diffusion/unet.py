@@ -30,13 +30,32 @@ class SinusoidalStepEmbedding(nn.Module):
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` that runs batch-1 CPU inference through oneDNN.
+
+    torch's CPU heuristic sends a batch of one with a ``1 x k`` kernel (every 1-D convolution) to
+    its native im2col kernel, which is 2-4x slower here than oneDNN for the 128- and 256-channel
+    layers of this network (measured on our 2-core CPU: 400 µs vs 200 µs for 256 channels, length 4).
+    Deployment queries the policy with a batch of one, so this is the case that matters for latency.
+    Training and batched evaluation use the standard path. Same parameters, same state-dict keys.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and self.in_channels >= 128
+                and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
+                and self.padding_mode == "zeros" and isinstance(self.padding, tuple)):
+            return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding, self.stride,
+                                            self.dilation, self.groups)
+        return super().forward(x)
+
+
 class ConvBlock(nn.Module):
     """Conv1d (same padding) → GroupNorm → Mish on ``(B, C, T)``."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, n_groups: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2),
+            Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2),
             nn.GroupNorm(n_groups, c_out),
             nn.Mish(),
         )
@@ -56,7 +75,7 @@ class FiLMResidualBlock(nn.Module):
         self.block1 = ConvBlock(c_in, c_out, kernel_size, n_groups)
         self.block2 = ConvBlock(c_out, c_out, kernel_size, n_groups)
         self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * c_out))
-        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.block1(x)
@@ -98,7 +117,7 @@ class ConditionalUnet1D(nn.Module):
             last = level == len(down_dims) - 1
             self.down.append(nn.ModuleList([
                 block(c_in, c_out), block(c_out, c_out),
-                nn.Identity() if last else nn.Conv1d(c_out, c_out, 3, stride=2, padding=1),
+                nn.Identity() if last else Conv1d(c_out, c_out, 3, stride=2, padding=1),
             ]))
         self.mid = nn.ModuleList([block(down_dims[-1], down_dims[-1]), block(down_dims[-1], down_dims[-1])])
         self.up = nn.ModuleList()

@@ -1,0 +1,198 @@
+"""``robolearn deploy``: run a trained policy on a robot through the HAL.
+
+The policy runs in its own process (:class:`~robolearn.robots.runner.PolicyRunner`) on the newest
+observation history and hands over timestamped chunks; the action scheduler drops what is already
+past and feeds one action per policy step; the safety layer filters every command; the real-time
+control loop (:class:`~robolearn.robots.loop.ControlLoop`) reads and commands the robot at its own
+rate (500 Hz on the MuJoCo twin) and never waits for the policy.
+
+On the MuJoCo twin, episodes start from the same seeds as ``robolearn eval`` (same checkpoint, same
+``--episodes``/``--seed-start``), so the two success rates can be compared directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robolearn.robots.config import load_robot_config, make_robot
+from robolearn.robots.loop import ControlLoop, LoopStats
+from robolearn.robots.runner import PolicyRunner, StallingPolicy
+from robolearn.robots.safety import SafetyLayer
+from robolearn.robots.scheduler import ActionScheduler
+from robolearn.robots.session import ADAPTERS, ControlSession, PolicySource
+from robolearn.utils.errors import ConfigError
+
+#: The action convention of each task's action space (see robolearn.robots.session).
+TASK_ACTION_ADAPTER = {"lift": "delta_eef"}
+
+
+class CheckpointPolicy:
+    """Policy factory for the runner: loads a checkpoint in the worker process.
+
+    ``CheckpointPolicy(path)()`` returns ``predict(obs) -> (T, action_dim)`` with
+    ``obs = {key: (n_obs_steps, *shape)}`` in raw units. The chunk holds every action the model
+    predicts from the current step on (``horizon - n_obs_steps + 1``, not only ``n_action_steps``),
+    so a late chunk still covers the steps after its latency. The model is run once on the
+    dataset's mean observation at load, so the first real call is not slower than the rest.
+
+    Args:
+        path: checkpoint or run directory.
+        use_ema: use the EMA weights.
+        num_inference_steps: override a diffusion policy's denoising steps.
+    """
+
+    def __init__(self, path: str | Path, use_ema: bool = True, num_inference_steps: int | None = None):
+        self.path = str(path)
+        self.use_ema = use_ema
+        self.num_inference_steps = num_inference_steps
+
+    def __call__(self):
+        import torch
+
+        from robolearn.eval.rollout import set_inference_steps
+        from robolearn.train.checkpoint import load_policy
+
+        policy, _ = load_policy(self.path, use_ema=self.use_ema)
+        set_inference_steps(policy, self.num_inference_steps)
+        policy.n_action_steps = policy.horizon - policy.n_obs_steps + 1
+
+        def predict(obs: dict[str, np.ndarray]) -> np.ndarray:
+            batch = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None] for k, v in obs.items()}
+            return policy.predict_action(batch)[0].numpy()
+
+        predict.reset = policy.reset
+        dummy = {k: np.zeros((policy.n_obs_steps, *shape), np.float32) for k, shape in policy.obs_shapes.items()}
+        predict(dummy)
+        return predict
+
+
+def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_start: int | None = None,
+           realtime: bool = True, stall_s: float = 0.0, stall_every: int = 0, use_ema: bool = True,
+           policy_threads: int = 1, num_inference_steps: int | None = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Run ``episodes`` policy episodes on a robot through runner, scheduler, safety layer and loop.
+
+    Args:
+        checkpoint: checkpoint or run directory.
+        robot: robot name (``hardware/<robot>.yaml``) or a YAML path.
+        episodes: number of episodes.
+        seed_start: first seed (default: the checkpoint config's ``eval.seed_start``); the seeds are
+            those ``robolearn eval`` uses for the same arguments.
+        realtime: ask for SCHED_FIFO + ``gc.freeze()`` for the loop (falls back where refused).
+        stall_s, stall_every: fault injection: every ``stall_every``-th chunk takes ``stall_s`` longer.
+        policy_threads: torch threads of the policy process. One by default: a second OpenMP
+            thread shares the loop's core, is preempted by it, and every parallel region then
+            waits for it (measured: 75 ms per chunk with one thread, 350 ms with two).
+        num_inference_steps: override a diffusion policy's denoising steps (as ``robolearn eval``
+            allows, so both can be compared at the same setting).
+
+    Returns:
+        Success rate with its interval (like ``robolearn eval``), per-episode results (seed,
+        success, length in policy steps, stale actions dropped, dry periods, clamped commands),
+        and the loop's timing over all episodes (wake-up lateness percentiles in µs, overruns).
+
+    Raises:
+        ConfigError: unknown robot, or a robot that cannot provide the policy's observations.
+        CheckpointError: unreadable checkpoint.
+    """
+    from robolearn.eval.rollout import held_out_seeds, summarize
+    from robolearn.train.checkpoint import read_checkpoint_config
+    from robolearn.utils.progress import progress_bar
+
+    cfg = read_checkpoint_config(checkpoint)
+    rcfg = load_robot_config(robot)
+    task = cfg.task.name
+    if rcfg.get("task", task) != task:
+        raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
+                          f"was trained on {task!r}")
+    if task not in TASK_ACTION_ADAPTER:
+        raise ConfigError(f"no action convention known for task {task!r}")
+    rb = make_robot(rcfg)
+    if not hasattr(rb, "task_obs"):
+        raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
+                          "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
+    adapter = ADAPTERS[TASK_ACTION_ADAPTER[task]]()
+    rate_hz = float(rcfg["rate_hz"])
+    policy_hz = float(cfg.task.control_freq)
+    ticks_per_slot = rate_hz / policy_hz
+    if abs(ticks_per_slot - round(ticks_per_slot)) > 1e-9:
+        raise ConfigError(f"loop rate {rate_hz} Hz is not a multiple of the policy rate {policy_hz} Hz")
+    ticks_per_slot = int(round(ticks_per_slot))
+    slot_s = 1.0 / policy_hz
+    max_steps = int(cfg.task.max_episode_steps)
+    seeds = held_out_seeds(cfg, episodes, seed_start)
+    obs_keys = list(cfg.task.obs_keys)
+
+    factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
+    if stall_s > 0 and stall_every > 0:
+        factory = StallingPolicy(factory, stall_s, tuple(range(stall_every, 100_000, stall_every)))
+    runner = PolicyRunner(factory, mode="process", num_threads=policy_threads).start()
+    scheduler = ActionScheduler(adapter.action_dim, mode="receding", interpolate=adapter.interpolate,
+                                quat_slice=adapter.quat_slice)
+    n_obs_steps, n_action_steps = int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps)
+    source = PolicySource(runner, scheduler, adapter, lambda: {k: rb.task_obs()[k] for k in obs_keys},
+                          n_obs_steps, n_action_steps, slot_s)
+    all_stats = LoopStats()
+    results = []
+    t_start = time.monotonic()
+    bar = progress_bar(total=len(seeds), desc="deploy", disable=not progress, unit="ep")
+    rb.connect()
+    try:
+        for seed in seeds:
+            runner.reset()
+            source.reset()
+            rb.reset(seed)
+            dropped0, dry0 = scheduler.n_stale_dropped, scheduler.n_dry
+            safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(),
+                                 watchdog_timeout=float(rcfg["watchdog_timeout_s"]))
+            episode = {"steps": 0, "success": False}
+
+            def on_slot(k, deadline, state, episode=episode):
+                if k == 0:
+                    return False
+                episode["steps"] += 1
+                episode["success"] = episode["success"] or rb.is_success()
+                return episode["success"] or episode["steps"] >= max_steps
+
+            session = ControlSession(rb, safety, source, ticks_per_slot, on_slot=on_slot)
+            loop = ControlLoop(rate_hz, session.step, realtime=realtime)
+            stats = loop.run(duration_s=(max_steps + 2) * slot_s, stop_when=lambda: session.done)
+            _merge(all_stats, stats)
+            results.append({"seed": int(seed), "success": bool(episode["success"]), "length": episode["steps"],
+                            "stale_dropped": scheduler.n_stale_dropped - dropped0, "dry": scheduler.n_dry - dry0,
+                            "clamped": safety.n_clamped, "refused": safety.n_refused,
+                            "faults": [f.kind.value for f in safety.faults], "lag_s": round(getattr(rb, "lag_s", 0.0), 4)})
+            bar.update(1)
+            bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}", refresh=False)
+    finally:
+        bar.close()
+        runner.close()
+        rb.close() if hasattr(rb, "close") else rb.disconnect()
+    out = summarize(results)
+    lat = np.asarray(runner.latencies) * 1e3
+    out.update({
+        "checkpoint": str(checkpoint), "task": task, "robot": rcfg.get("name", robot), "driver": rcfg["driver"],
+        "seeds": [seeds[0], seeds[-1]], "rate_hz": rate_hz, "policy_hz": policy_hz,
+        "wall_s": round(time.monotonic() - t_start, 2), "loop": all_stats.summary(),
+        "policy_latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                              "max": float(lat.max())} if len(lat) else {},
+        "stale_dropped": int(sum(r["stale_dropped"] for r in results)), "dry_periods": int(sum(r["dry"] for r in results)),
+        "stall_s": stall_s, "stall_every": stall_every, "num_inference_steps": num_inference_steps,
+        "episodes": results,
+    })
+    return out
+
+
+def _merge(into: LoopStats, s: LoopStats) -> None:
+    into.steps += s.steps
+    into.overruns += s.overruns
+    into.missed_deadlines += s.missed_deadlines
+    into.lateness += s.lateness
+    into.step_time += s.step_time
+    for k, v in s.sections.items():
+        into.sections.setdefault(k, []).extend(v)
+    into.realtime, into.realtime_note = s.realtime, s.realtime_note

@@ -1,0 +1,56 @@
+"""Per-robot configs (``hardware/<name>.yaml``) and the driver factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from robolearn.utils.errors import ConfigError
+
+_REQUIRED = ("driver", "rate_hz", "watchdog_timeout_s", "limits")
+
+
+def load_robot_config(name_or_path: str) -> dict[str, Any]:
+    """Read a robot config: a YAML path, or the name of a file in the shipped ``hardware/`` folder.
+
+    Returns:
+        The config as a plain dict.
+
+    Raises:
+        ConfigError: no such robot (the message lists the known ones), unreadable YAML, or a
+            missing required key (named).
+    """
+    from omegaconf import OmegaConf
+
+    from robolearn.utils.paths import hardware_dir
+
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = hardware_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in hardware_dir().glob("*.yaml"))
+        raise ConfigError(f"unknown robot {name_or_path!r}: no file {path}; known robots: {known}")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:  # noqa: BLE001 - any YAML problem becomes one clear error
+        raise ConfigError(f"{path}: {exc}") from None
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {missing}")
+    cfg["_path"] = str(path)
+    return cfg
+
+
+def make_robot(cfg: dict[str, Any], **overrides):
+    """Build the driver a robot config names (not yet connected).
+
+    Raises:
+        ConfigError: unknown driver.
+    """
+    driver = cfg["driver"]
+    limits = dict(cfg["limits"])
+    if driver == "mujoco_twin":
+        from robolearn.robots.twin import MujocoTwin
+
+        return MujocoTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), **limits, **overrides)
+    raise ConfigError(f"{cfg.get('_path', 'robot config')}: unknown driver {driver!r}")

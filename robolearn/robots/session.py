@@ -1,0 +1,223 @@
+"""One control-loop body shared by deployment, teleoperation recording and replay.
+
+Every period :class:`ControlSession.step` reads the robot, lets a command *source* (a policy through
+the runner and scheduler, a teleop device, a recorded episode) propose a command, passes it through
+the safety layer and sends what comes out. A source that has nothing new returns ``None``: the
+robot is sent its hold target and the watchdog keeps counting, so a source that stops (a crashed
+device, a starved policy) makes the robot hold once the timeout passes. A driver that raises
+``ConnectionError`` latches a ``DISCONNECT`` fault and ends the run.
+
+Policies act at their own rate (the dataset's, e.g. 20 Hz), the loop at the robot's (e.g. 500 Hz):
+a *slot* is one policy step, ``ticks_per_slot`` loop periods. Action adapters turn a policy's action
+vector into a :class:`~robolearn.robots.types.Command`:
+
+* :class:`DeltaEefAdapter` for robosuite-style relative actions (our Lift task): each action is a
+  goal offset from the pose measured at the start of its slot, held for the slot, exactly as the
+  simulator's controller applies it during ``robolearn eval``;
+* :class:`AbsoluteEefAdapter` for absolute pose actions (position, xyzw quaternion, gripper), which
+  the scheduler interpolates to the loop rate (linear + SLERP).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable, Protocol
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from robolearn.robots.runner import PolicyRunner
+from robolearn.robots.safety import SafetyLayer
+from robolearn.robots.scheduler import ActionScheduler
+from robolearn.robots.types import Command, ControlMode, FaultKind, Robot, RobotState
+
+
+class DeltaEefAdapter:
+    """Relative EEF action ``(7,)``: ``[dx, dy, dz]`` m and an axis-angle ``[rx, ry, rz]`` rad in the
+    base frame, then the gripper in ``[-1, 1]`` (-1 open, +1 closed; robosuite's convention).
+
+    The command's goal is the anchor pose (measured at the start of the action's slot) moved by the
+    offset; the gripper opening is ``(1 - g) / 2``.
+    """
+
+    action_dim = 7
+    interpolate = False
+    quat_slice = None
+
+    def to_command(self, action: np.ndarray, anchor: RobotState, now: float) -> Command:
+        """The :class:`Command` for ``action`` (shape ``(7,)``) relative to ``anchor``."""
+        a = np.asarray(action, dtype=np.float64)
+        quat = (Rotation.from_rotvec(a[3:6]) * Rotation.from_quat(anchor.eef_quat)).as_quat()
+        return Command(ControlMode.EEF_POSE, eef_pos=np.asarray(anchor.eef_pos) + a[:3], eef_quat=quat,
+                       gripper=float(np.clip((1.0 - a[6]) / 2.0, 0.0, 1.0)), timestamp=now)
+
+
+class AbsoluteEefAdapter:
+    """Absolute EEF action ``(8,)``: position m, quaternion xyzw, gripper opening in ``[0, 1]``."""
+
+    action_dim = 8
+    interpolate = True
+    quat_slice = (3, 7)
+
+    def to_command(self, action: np.ndarray, anchor: RobotState, now: float) -> Command:
+        """The :class:`Command` for ``action`` (shape ``(8,)``); ``anchor`` is unused."""
+        a = np.asarray(action, dtype=np.float64)
+        return Command(ControlMode.EEF_POSE, eef_pos=a[:3], eef_quat=a[3:7], gripper=float(a[7]), timestamp=now)
+
+
+ADAPTERS = {"delta_eef": DeltaEefAdapter, "absolute_eef": AbsoluteEefAdapter}
+
+
+class CommandSource(Protocol):
+    """Proposes a command each loop period (or ``None`` when it has nothing new)."""
+
+    def command(self, k: int, deadline: float, state: RobotState, slot_start: bool) -> Command | None:
+        """The command for period ``k`` (deadline in monotonic s); ``slot_start`` marks policy steps."""
+
+
+class PolicySource:
+    """Commands from a policy: observations go to the runner at slot starts, chunks to the scheduler.
+
+    A new chunk is requested when the runner is idle and the newest chunk has no more than the
+    expected latency (in slots, from the runner's measured latencies) plus one actions left of its
+    first ``n_action_steps`` — so a chunk's actions are executed open loop for about as many steps
+    as in ``robolearn eval``, and the next chunk arrives before the current one runs out.
+
+    Args:
+        runner: a started :class:`PolicyRunner`.
+        scheduler: the :class:`ActionScheduler` (its ``action_dim`` and ``interpolate`` must match
+            the adapter's).
+        adapter: :class:`DeltaEefAdapter` or :class:`AbsoluteEefAdapter`.
+        obs_fn: returns the policy's observation ``{key: (*shape)}`` now (raw units).
+        n_obs_steps, n_action_steps: the policy's history length and executed chunk length.
+        slot_s: policy period (s), e.g. 0.05 at 20 Hz.
+
+    Raises:
+        ValueError: adapter and scheduler disagree.
+    """
+
+    def __init__(self, runner: PolicyRunner, scheduler: ActionScheduler, adapter, obs_fn: Callable[[], dict],
+                 n_obs_steps: int, n_action_steps: int, slot_s: float):
+        if scheduler.action_dim != adapter.action_dim or scheduler.interpolate != adapter.interpolate:
+            raise ValueError("scheduler and adapter disagree on action size or interpolation")
+        self.runner, self.scheduler, self.adapter, self.obs_fn = runner, scheduler, adapter, obs_fn
+        self.n_obs_steps, self.n_action_steps, self.slot_s = n_obs_steps, n_action_steps, slot_s
+        self.history: deque = deque(maxlen=n_obs_steps)
+        self._slot_command: Command | None = None
+        self._chunk_t_obs: float | None = None
+        self.n_chunks = 0
+
+    def reset(self) -> None:
+        """Forget the episode's history, chunks and held command."""
+        self.history.clear()
+        self.scheduler.reset()
+        self._slot_command = None
+        self._chunk_t_obs = None
+
+    def _latency_slots(self) -> int:
+        lat = self.runner.latencies[-5:]
+        return int(np.ceil(max(lat) / self.slot_s)) if lat else 1
+
+    def command(self, k: int, deadline: float, state: RobotState, slot_start: bool) -> Command | None:
+        """See :class:`CommandSource`; actions are timed on the loop's deadlines."""
+        result = self.runner.poll()
+        if result is not None:
+            self.scheduler.add_chunk(result.actions, t0=result.t_obs, dt=self.slot_s, now=deadline)
+            self._chunk_t_obs = result.t_obs
+            self.n_chunks += 1
+        if slot_start:
+            obs = self.obs_fn()
+            if not self.history:
+                self.history.extend([obs] * self.n_obs_steps)
+            else:
+                self.history.append(obs)
+            if not self.runner.busy:
+                used = (-1 if self._chunk_t_obs is None
+                        else round((deadline - self._chunk_t_obs) / self.slot_s))
+                if self._chunk_t_obs is None or used >= self.n_action_steps - 1 - self._latency_slots():
+                    stacked = {key: np.stack([h[key] for h in self.history]) for key in obs}
+                    self.runner.submit(stacked, deadline)
+        if self.adapter.interpolate:
+            action = self.scheduler.get(deadline)
+            return None if action is None else self.adapter.to_command(action, state, deadline)
+        if slot_start:
+            action = self.scheduler.get(deadline)
+            self._slot_command = None if action is None else self.adapter.to_command(action, state, deadline)
+        return self._slot_command
+
+
+class ControlSession:
+    """The loop body: read, propose, filter, send; see the module docstring.
+
+    Args:
+        robot: the driver.
+        safety: the :class:`SafetyLayer` for this robot (every command passes it).
+        source: the :class:`CommandSource`.
+        ticks_per_slot: loop periods per policy step (``slot_start`` every this many periods).
+        on_slot: optional ``f(k, deadline, state) -> bool`` called at every slot start after the
+            command went out (recording, success checks); returning ``True`` ends the run.
+        clock: monotonic clock (s).
+
+    Attributes:
+        done: set when the run should end (``on_slot`` said so, or the robot disconnected).
+        disconnected: the driver raised ``ConnectionError``; a ``DISCONNECT`` fault is latched.
+        n_sent, n_hold: commands sent, and how many of them were hold targets.
+    """
+
+    def __init__(self, robot: Robot, safety: SafetyLayer, source: CommandSource, ticks_per_slot: int = 1,
+                 on_slot: Callable[[int, float, RobotState], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.robot, self.safety, self.source = robot, safety, source
+        self.ticks_per_slot = max(1, int(ticks_per_slot))
+        self.on_slot = on_slot
+        self.clock = clock
+        self.done = False
+        self._armed = False
+        self.disconnected = False
+        self.last_state: RobotState | None = None
+        self.n_sent = 0
+        self.n_hold = 0
+        self.sent: list[Command] = []  # filled only when record_sent is set
+        self.record_sent = False
+
+    def step(self, k: int, deadline: float) -> dict[str, float]:
+        """One period; returns section durations (s) for the loop's statistics."""
+        t0 = self.clock()
+        try:
+            state = self.robot.read_state()
+        except ConnectionError as exc:
+            self._disconnect(str(exc), t0)
+            return {}
+        self.last_state = state
+        self.safety.observe(state)
+        t1 = self.clock()
+        slot_start = k % self.ticks_per_slot == 0
+        command = self.source.command(k, deadline, state, slot_start)
+        t2 = self.clock()
+        # The watchdog guards a source that stopped; before its first command the robot just holds
+        # (and the first command itself resets the watchdog, however long it took to come).
+        hold = self.safety.tick(t2) if self._armed else None
+        self._armed = self._armed or command is not None
+        if hold is None and command is not None:
+            out = self.safety.filter(command, t2)
+        else:
+            out = self.safety.hold_target
+        self.n_hold += int(out is self.safety.hold_target and (hold is not None or command is None))
+        try:
+            self.robot.send_command(out)
+        except ConnectionError as exc:
+            self._disconnect(str(exc), t2)
+            return {}
+        self.n_sent += 1
+        if self.record_sent:
+            self.sent.append(out)
+        t3 = self.clock()
+        if slot_start and self.on_slot is not None and self.on_slot(k, deadline, state):
+            self.done = True
+        return {"read": t1 - t0, "source": t2 - t1, "safety_send": t3 - t2}
+
+    def _disconnect(self, message: str, now: float) -> None:
+        self.safety.latch(FaultKind.DISCONNECT, message or "robot disconnected", now)
+        self.disconnected = True
+        self.done = True
