@@ -89,18 +89,37 @@ def cmd_eval(args) -> int:
 
     ckpt = Path(args.checkpoint)
     result = evaluate_checkpoint(ckpt, args.episodes, seed_start=args.seed_start, n_envs=args.n_envs,
-                                 use_ema=not args.no_ema)
-    if args.out:
-        out = Path(args.out)
-    else:
-        base = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
-        out = base / f"eval_{args.episodes}.json"
+                                 use_ema=not args.no_ema, num_inference_steps=args.ddim_steps)
+    out = Path(args.out) if args.out else _run_dir(ckpt) / f"eval_{args.episodes}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     lo, hi = result["success_ci95"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
           f"95% CI [{lo:.3f}, {hi:.3f}], mean episode length {result['mean_episode_length']:.1f}; "
           f"{result['wall_s']:.0f} s -> {out}")
+    return 0
+
+
+def _run_dir(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+
+def cmd_deploy(args) -> int:
+    """``robolearn deploy CHECKPOINT --robot NAME``: policy episodes through the HAL; JSON report."""
+    from robolearn.deploy import deploy
+
+    ckpt = Path(args.checkpoint)
+    result = deploy(ckpt, robot=args.robot, episodes=args.episodes, seed_start=args.seed_start,
+                    realtime=not args.no_realtime, num_inference_steps=args.ddim_steps, use_ema=not args.no_ema)
+    out = Path(args.out) if args.out else _run_dir(ckpt) / f"deploy_{result['robot']}_{args.episodes}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    lo, hi = result["success_ci95"]
+    lat = result["loop"]["lateness"]
+    print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
+          f"95% CI [{lo:.3f}, {hi:.3f}]; loop {result['rate_hz']:.0f} Hz wake-up lateness p99 "
+          f"{lat.get('p99_us', float('nan')):.1f} us, {result['loop']['missed_deadlines']} missed deadlines "
+          f"({result['loop']['realtime_note']}); {result['wall_s']:.0f} s -> {out}")
     return 0
 
 
@@ -203,8 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed-start", type=int, default=None, help="first seed (default: the config's eval.seed_start)")
     e.add_argument("--n-envs", type=int, default=None, help="parallel env processes (default: the config's)")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    e.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     e.add_argument("--out", help="JSON output path (default: <run>/eval_<episodes>.json)")
     e.set_defaults(fn=cmd_eval)
+
+    d = sub.add_parser("deploy", help="run a policy on a robot through the HAL (runner, scheduler, safety, loop)")
+    d.add_argument("checkpoint", help="checkpoint directory or run directory")
+    d.add_argument("--robot", default="sim", help="hardware/<ROBOT>.yaml or a YAML path (default: %(default)s)")
+    d.add_argument("--episodes", type=int, default=50)
+    d.add_argument("--seed-start", type=int, default=None, help="first seed; the same seeds as `robolearn eval`")
+    d.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    d.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    d.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    d.add_argument("--out", help="JSON output path (default: <run>/deploy_<robot>_<episodes>.json)")
+    d.set_defaults(fn=cmd_deploy)
 
     i = sub.add_parser("inspect", help="summarize a Zarr episode store")
     i.add_argument("path")

@@ -31,3 +31,14 @@ def test_quickstart_end_to_end_writes_report(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout
     assert json.loads((out / "train" / "train_summary.json").read_text())["resumed_from"] == 20
+
+    # The trained checkpoint runs on the MuJoCo twin through the HAL, on eval's first seed.
+    dep = subprocess.run([sys.executable, "-m", "robolearn.cli", "deploy", str(out / "train"), "--episodes", "1",
+                          "--no-realtime", "--out", str(out / "deploy.json")], capture_output=True, text=True, timeout=600)
+    assert dep.returncode == 0, dep.stderr[-3000:]
+    report = json.loads((out / "deploy.json").read_text())
+    assert report["episodes"][0]["seed"] == min(eval_seeds)
+    assert report["rate_hz"] == 500 and report["policy_hz"] == 20
+    assert 1 <= report["episodes"][0]["length"] <= 40
+    assert report["loop"]["steps"] >= 25 * report["episodes"][0]["length"]
+    assert report["episodes"][0]["faults"] == []

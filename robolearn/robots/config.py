@@ -53,4 +53,10 @@ def make_robot(cfg: dict[str, Any], **overrides):
         from robolearn.robots.twin import MujocoTwin
 
         return MujocoTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), **limits, **overrides)
+    if driver == "mujoco_twin_socket":
+        from robolearn.robots.socket_twin import SocketTwin
+
+        fault = dict(cfg.get("fault_injection") or {}) | dict(cfg.get("link") or {})
+        return SocketTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), rate_hz=float(cfg["rate_hz"]),
+                          **fault, **limits, **overrides)
     raise ConfigError(f"{cfg.get('_path', 'robot config')}: unknown driver {driver!r}")

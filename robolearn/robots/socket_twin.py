@@ -1,0 +1,357 @@
+"""The MuJoCo twin in its own process, behind the Robot interface over a local TCP socket.
+
+The server (:func:`serve`) owns the simulator and runs it in real time with its own control loop: one
+physics step per period, then the newest state (plus the task observation and success flag, so a
+policy needs no extra round trip) goes to the client. Commands from the client become the goal
+from the next physics step on; with none coming the goal stays, so the simulated arm holds.
+
+The client (:class:`SocketTwin`) keeps the newest state its receiver thread delivered and never
+blocks in :meth:`~SocketTwin.read_state` or :meth:`~SocketTwin.send_command`. For testing what a
+real link does to the stack it injects faults:
+
+* ``latency_s``: every state and every command is delivered this much later;
+* ``drop_prob``: each state and each command is lost with this probability (seeded);
+* :meth:`~SocketTwin.inject_disconnect`: the server drops the link (a pulled cable), and
+  :meth:`~SocketTwin.inject_freeze`: the server stops sending but keeps the socket open (a hung
+  controller).
+
+A link is considered lost when the socket closes or when the newest state is older than
+``stale_after_s`` (default two server periods); :meth:`~SocketTwin.read_state` then raises
+``ConnectionError``, which the control session latches as a ``DISCONNECT`` fault.
+
+Messages are newline-delimited JSON (``{"type": "state" | "command" | "request" | "reply", ...}``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import multiprocessing as mp
+import socket
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from robolearn.robots.types import Capabilities, Command, ControlMode, RobotLimits, RobotState
+
+
+def _state_msg(sim, seq: int, t: float) -> dict[str, Any]:
+    q, qd = sim.joints()
+    pos, quat = sim.eef_pose()
+    obs = {k: v.tolist() for k, v in sim.task_obs().items()}
+    return {"type": "state", "seq": seq, "t": t, "q": q.tolist(), "qd": qd.tolist(), "pos": pos.tolist(),
+            "quat": quat.tolist(), "gripper": sim.gripper_opening(), "obs": obs, "success": sim.is_success()}
+
+
+def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float = 500.0, obs_every: int = 1,
+          realtime: bool = False) -> None:
+    """Server process body: accept one client on a free localhost port (put on ``port_queue``) and
+    run the twin in real time until the client leaves.
+
+    Args:
+        obs_every: include the task observation and success flag in every this-many-th state.
+    """
+    from robolearn.robots.loop import ControlLoop
+    from robolearn.robots.twin import TwinSim
+
+    sim = TwinSim(task, robot)
+    sim.reset(None)
+    srv = socket.create_server(("127.0.0.1", 0))
+    meta = {"joint_range": sim.joint_range.tolist(), "dt": sim.dt}
+    port_queue.put((srv.getsockname()[1], meta))
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.setblocking(False)
+    buf = b""
+    steps_per_period = max(1, int(round(1.0 / (rate_hz * sim.dt))))
+    state = {"seq": 0, "frozen": False, "closed": False}
+
+    def handle(msg: dict) -> None:
+        if msg["type"] == "command":
+            sim.set_goal(np.asarray(msg["pos"]), np.asarray(msg["quat"]),
+                         sim.gripper_opening() if msg["gripper"] is None else msg["gripper"])
+        elif msg["type"] == "request":
+            op = msg["op"]
+            if op == "reset":
+                sim.reset(msg.get("seed"))
+            elif op == "freeze":
+                state["frozen"] = True
+                return
+            elif op == "drop_link":
+                state["closed"] = True
+                return
+            reply = {"type": "reply", "id": msg["id"]}
+            reply.update(_state_msg(sim, state["seq"], time.monotonic()))
+            reply["type"] = "reply"
+            conn.sendall((json.dumps(reply) + "\n").encode())
+
+    def step(k: int, deadline: float):
+        nonlocal buf
+        try:
+            chunk = conn.recv(1 << 20)
+            if chunk == b"":
+                state["closed"] = True
+            buf += chunk
+        except BlockingIOError:
+            pass
+        except OSError:
+            state["closed"] = True
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            handle(json.loads(line))
+        if state["closed"]:
+            return
+        for _ in range(steps_per_period):
+            sim.step()
+        if state["frozen"]:
+            return
+        state["seq"] += 1
+        if k % obs_every == 0:
+            msg = _state_msg(sim, state["seq"], time.monotonic())
+        else:
+            q, qd = sim.joints()
+            pos, quat = sim.eef_pose()
+            msg = {"type": "state", "seq": state["seq"], "t": time.monotonic(), "q": q.tolist(), "qd": qd.tolist(),
+                   "pos": pos.tolist(), "quat": quat.tolist(), "gripper": sim.gripper_opening()}
+        try:
+            conn.sendall((json.dumps(msg) + "\n").encode())
+        except OSError:
+            state["closed"] = True
+
+    loop = ControlLoop(rate_hz, step, realtime=realtime)
+    loop.run(stop_when=lambda: state["closed"])
+    conn.close()
+    srv.close()
+    sim.close()
+
+
+class SocketTwin:
+    """Client of a twin server process, implementing :class:`~robolearn.robots.types.Robot`.
+
+    Args:
+        task, robot: the scene the server simulates.
+        rate_hz: the server's loop rate (Hz); one physics step per period at 500 Hz.
+        latency_s, drop_prob, seed: fault injection (see the module docstring).
+        stale_after_s: a state older than this means the link is lost (default two periods).
+        workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max, gripper_speed_max: limits
+            as for :class:`~robolearn.robots.twin.MujocoTwin`.
+
+    Raises:
+        ConnectionError: the server did not come up, or the link is lost (from the Robot methods).
+    """
+
+    def __init__(self, task: str = "lift", robot: str = "Panda", rate_hz: float = 500.0, latency_s: float = 0.0,
+                 drop_prob: float = 0.0, seed: int = 0, stale_after_s: float | None = None,
+                 workspace_lower=(-0.45, -0.4, 0.8), workspace_upper=(0.35, 0.4, 1.4), eef_speed_max: float = 1.0,
+                 eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 10.0, server_realtime: bool = False):
+        self.task, self.robot, self.rate_hz = task, robot, float(rate_hz)
+        self.latency_s, self.drop_prob = float(latency_s), float(drop_prob)
+        self.stale_after_s = 2.0 / self.rate_hz if stale_after_s is None else float(stale_after_s)
+        self._limit_args = dict(workspace_lower=workspace_lower, workspace_upper=workspace_upper,
+                                eef_speed_max=eef_speed_max, eef_rot_speed_max=eef_rot_speed_max,
+                                gripper_speed_max=gripper_speed_max)
+        self.server_realtime = server_realtime
+        self.capabilities = Capabilities(control_modes=(ControlMode.EEF_POSE,), has_gripper=True, max_rate_hz=rate_hz)
+        self.limits: RobotLimits | None = None
+        self._rng = np.random.default_rng(seed)
+        self._sock: socket.socket | None = None
+        self._proc = None
+        self._lock = threading.Lock()
+        self._incoming: list = []  # heap of (due time, seq, msg)
+        self._outgoing: list = []  # heap of (due time, n, bytes)
+        self._latest: RobotState | None = None
+        self._latest_obs: dict | None = None
+        self._latest_success = False
+        self._replies: dict[int, dict] = {}
+        self._closed = True
+        self._n = 0
+        self.n_states_dropped = 0
+        self.n_commands_dropped = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self, timeout_s: float = 120.0) -> None:
+        """Start the server process and connect to it.
+
+        Raises:
+            ConnectionError: the server did not report its port within ``timeout_s``.
+        """
+        from robolearn.robots.twin import twin_limits
+
+        ctx = mp.get_context("forkserver")
+        q = ctx.Queue()
+        self._proc = ctx.Process(target=serve, args=(q, self.task, self.robot, self.rate_hz, 1, self.server_realtime),
+                                 daemon=True, name="robolearn-twin")
+        self._proc.start()
+        try:
+            port, meta = q.get(timeout=timeout_s)
+        except Exception as exc:  # queue.Empty
+            self._proc.terminate()
+            raise ConnectionError(f"twin server did not start within {timeout_s} s") from exc
+
+        class _Range:  # what twin_limits reads from a TwinSim
+            joint_range = np.asarray(meta["joint_range"])
+
+        self.limits = twin_limits(_Range, **self._limit_args)
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock.settimeout(None)
+        self._closed = False
+        threading.Thread(target=self._receive, daemon=True, name="twin-rx").start()
+        threading.Thread(target=self._send_delayed, daemon=True, name="twin-tx").start()
+        deadline = time.monotonic() + timeout_s
+        while not self._incoming and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._incoming:
+            raise ConnectionError("twin server sent no state")
+        time.sleep(self.latency_s)
+
+    def disconnect(self) -> None:
+        """Close the link and stop the server (idempotent)."""
+        self._closed = True
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+        if self._proc is not None:
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.terminate()
+            self._proc = None
+
+    close = disconnect
+
+    # ------------------------------------------------------------------ threads
+    def _receive(self) -> None:
+        f = self._sock.makefile("rb")
+        try:
+            for line in f:
+                msg = json.loads(line)
+                now = time.monotonic()
+                if msg["type"] == "reply":
+                    with self._lock:
+                        self._replies[msg["id"]] = msg
+                    continue
+                if self.drop_prob and self._rng.random() < self.drop_prob:
+                    self.n_states_dropped += 1
+                    continue
+                with self._lock:
+                    self._n += 1
+                    heapq.heappush(self._incoming, (now + self.latency_s, self._n, msg))
+        except (OSError, ValueError):
+            pass
+        self._closed = True
+
+    def _send_delayed(self) -> None:
+        while not self._closed:
+            with self._lock:
+                due = self._outgoing[0][0] if self._outgoing else None
+            if due is None or due > time.monotonic():
+                time.sleep(0.0002)
+                continue
+            with self._lock:
+                _, _, data = heapq.heappop(self._outgoing)
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except (OSError, AttributeError):
+            self._closed = True
+
+    # ------------------------------------------------------------------ Robot interface
+    def read_state(self) -> RobotState:
+        """The newest delivered state.
+
+        Raises:
+            ConnectionError: the socket closed, or the newest state is older than ``stale_after_s``.
+        """
+        now = time.monotonic()
+        with self._lock:
+            while self._incoming and self._incoming[0][0] <= now:
+                due, _, msg = heapq.heappop(self._incoming)
+                self._latest = RobotState(np.asarray(msg["q"]), np.asarray(msg["qd"]), np.asarray(msg["pos"]),
+                                          np.asarray(msg["quat"]), float(msg["gripper"]), float(msg["t"]),
+                                          due, int(msg["seq"]))
+                if "obs" in msg:
+                    self._latest_obs = {k: np.asarray(v, dtype=np.float32) for k, v in msg["obs"].items()}
+                    self._latest_success = bool(msg["success"])
+        if self._closed:
+            raise ConnectionError("twin link closed")
+        if self._latest is None or now - self._latest.receive_time > self.stale_after_s:
+            raise ConnectionError(f"no state from the twin for more than {self.stale_after_s * 1e3:.1f} ms")
+        return self._latest
+
+    def send_command(self, command: Command) -> None:
+        """Queue ``command`` (``EEF_POSE``) for the server (after the injected latency, unless dropped).
+
+        Raises:
+            ConnectionError: the link is closed.
+            ValueError: a mode other than ``EEF_POSE``.
+        """
+        if self._closed:
+            raise ConnectionError("twin link closed")
+        if command.mode != ControlMode.EEF_POSE:
+            raise ValueError(f"SocketTwin takes EEF_POSE commands, got {command.mode.value}")
+        if self.drop_prob and self._rng.random() < self.drop_prob:
+            self.n_commands_dropped += 1
+            return
+        data = (json.dumps({"type": "command", "pos": list(map(float, command.eef_pos)),
+                            "quat": list(map(float, command.eef_quat)),
+                            "gripper": None if command.gripper is None else float(command.gripper)}) + "\n").encode()
+        if self.latency_s == 0:
+            self._write(data)
+        else:
+            with self._lock:
+                self._n += 1
+                heapq.heappush(self._outgoing, (time.monotonic() + self.latency_s, self._n, data))
+
+    # ------------------------------------------------------------------ simulator extras and faults
+    def _request(self, op: str, timeout_s: float = 10.0, **kw) -> dict | None:
+        self._n += 1
+        rid = self._n
+        self._write((json.dumps({"type": "request", "op": op, "id": rid, **kw}) + "\n").encode())
+        if op in ("freeze", "drop_link"):
+            return None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if rid in self._replies:
+                    return self._replies.pop(rid)
+            time.sleep(0.0005)
+        raise ConnectionError(f"twin did not answer {op!r} within {timeout_s} s")
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start the seeded episode on the server (blocking; not for use inside the loop)."""
+        reply = self._request("reset", seed=seed)
+        with self._lock:
+            self._incoming.clear()
+            self._latest = None
+            self._latest_obs = {k: np.asarray(v, dtype=np.float32) for k, v in reply["obs"].items()}
+            self._latest_success = bool(reply["success"])
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:  # wait for the first state of the new episode
+            with self._lock:
+                if self._incoming and self._incoming[0][0] <= time.monotonic():
+                    return
+            time.sleep(0.0005)
+        raise ConnectionError("twin sent no state after reset")
+
+    def task_obs(self) -> dict[str, np.ndarray]:
+        """The newest task observation the server streamed (with every state)."""
+        return self._latest_obs
+
+    def is_success(self) -> bool:
+        """The success flag streamed with the newest observation."""
+        return self._latest_success
+
+    def inject_disconnect(self) -> None:
+        """Fault injection: the server drops the link at once."""
+        self._request("drop_link")
+
+    def inject_freeze(self) -> None:
+        """Fault injection: the server stops sending states (socket stays open)."""
+        self._request("freeze")
