@@ -70,6 +70,73 @@ class CheckpointPolicy:
         return predict
 
 
+class PolicyStack:
+    """Everything between a checkpoint and a robot: driver, policy runner (started), scheduler and
+    policy source, configured from the checkpoint's task and the robot's config.
+
+    Args:
+        checkpoint: checkpoint or run directory.
+        robot: robot name (``hardware/<robot>.yaml``) or a YAML path.
+        stall_s, stall_calls: fault injection: the given chunk numbers (1-based) take ``stall_s`` longer.
+        use_ema, policy_threads, num_inference_steps: see :func:`deploy`.
+
+    Attributes:
+        cfg, rcfg: the checkpoint's and the robot's configs.
+        robot, runner, scheduler, source, adapter: the built parts (the robot is not connected yet).
+        rate_hz, policy_hz, ticks_per_slot, slot_s: loop rate, policy rate, periods per policy step.
+
+    Raises:
+        ConfigError: unknown robot, a task without a known action convention, a robot that cannot
+            provide the policy's observations, or a loop rate that is not a multiple of the policy rate.
+        CheckpointError: unreadable checkpoint.
+    """
+
+    def __init__(self, checkpoint: str | Path, robot: str = "sim", stall_s: float = 0.0,
+                 stall_calls: tuple[int, ...] = (), use_ema: bool = True, policy_threads: int = 1,
+                 num_inference_steps: int | None = None):
+        from robolearn.train.checkpoint import read_checkpoint_config
+
+        self.cfg = cfg = read_checkpoint_config(checkpoint)
+        self.rcfg = rcfg = load_robot_config(robot)
+        self.task = task = cfg.task.name
+        if rcfg.get("task", task) != task:
+            raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
+                              f"was trained on {task!r}")
+        if task not in TASK_ACTION_ADAPTER:
+            raise ConfigError(f"no action convention known for task {task!r}")
+        self.rate_hz = float(rcfg["rate_hz"])
+        self.policy_hz = float(cfg.task.control_freq)
+        ratio = self.rate_hz / self.policy_hz
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise ConfigError(f"loop rate {self.rate_hz} Hz is not a multiple of the policy rate {self.policy_hz} Hz")
+        self.ticks_per_slot = int(round(ratio))
+        self.slot_s = 1.0 / self.policy_hz
+        self.robot = rb = make_robot(rcfg)
+        if not hasattr(rb, "task_obs"):
+            raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
+                              "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
+        self.adapter = adapter = ADAPTERS[TASK_ACTION_ADAPTER[task]]()
+        factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
+        if stall_s > 0 and stall_calls:
+            factory = StallingPolicy(factory, stall_s, tuple(stall_calls))
+        self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads).start()
+        self.scheduler = ActionScheduler(adapter.action_dim, mode="receding", interpolate=adapter.interpolate,
+                                         quat_slice=adapter.quat_slice)
+        obs_keys = list(cfg.task.obs_keys)
+
+        def obs_fn() -> dict:
+            obs = rb.task_obs()
+            return {k: obs[k] for k in obs_keys}
+
+        self.source = PolicySource(self.runner, self.scheduler, adapter, obs_fn,
+                                   int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps), self.slot_s)
+
+    def new_safety(self) -> SafetyLayer:
+        """A fresh safety layer anchored on the robot's current state (connected robot)."""
+        return SafetyLayer(self.robot.limits, self.robot.capabilities, self.robot.read_state(),
+                           watchdog_timeout=float(self.rcfg["watchdog_timeout_s"]))
+
+
 def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_start: int | None = None,
            realtime: bool = True, stall_s: float = 0.0, stall_every: int = 0, use_ema: bool = True,
            policy_threads: int = 1, num_inference_steps: int | None = None,
@@ -100,42 +167,15 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         CheckpointError: unreadable checkpoint.
     """
     from robolearn.eval.rollout import held_out_seeds, summarize
-    from robolearn.train.checkpoint import read_checkpoint_config
     from robolearn.utils.progress import progress_bar
 
-    cfg = read_checkpoint_config(checkpoint)
-    rcfg = load_robot_config(robot)
-    task = cfg.task.name
-    if rcfg.get("task", task) != task:
-        raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
-                          f"was trained on {task!r}")
-    if task not in TASK_ACTION_ADAPTER:
-        raise ConfigError(f"no action convention known for task {task!r}")
-    rb = make_robot(rcfg)
-    if not hasattr(rb, "task_obs"):
-        raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
-                          "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
-    adapter = ADAPTERS[TASK_ACTION_ADAPTER[task]]()
-    rate_hz = float(rcfg["rate_hz"])
-    policy_hz = float(cfg.task.control_freq)
-    ticks_per_slot = rate_hz / policy_hz
-    if abs(ticks_per_slot - round(ticks_per_slot)) > 1e-9:
-        raise ConfigError(f"loop rate {rate_hz} Hz is not a multiple of the policy rate {policy_hz} Hz")
-    ticks_per_slot = int(round(ticks_per_slot))
-    slot_s = 1.0 / policy_hz
+    st = PolicyStack(checkpoint, robot, stall_s=stall_s,
+                     stall_calls=tuple(range(stall_every, 100_000, stall_every)) if stall_every > 0 else (),
+                     use_ema=use_ema, policy_threads=policy_threads, num_inference_steps=num_inference_steps)
+    cfg, rcfg, rb, runner, scheduler, source = st.cfg, st.rcfg, st.robot, st.runner, st.scheduler, st.source
+    task, rate_hz, policy_hz, ticks_per_slot, slot_s = st.task, st.rate_hz, st.policy_hz, st.ticks_per_slot, st.slot_s
     max_steps = int(cfg.task.max_episode_steps)
     seeds = held_out_seeds(cfg, episodes, seed_start)
-    obs_keys = list(cfg.task.obs_keys)
-
-    factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
-    if stall_s > 0 and stall_every > 0:
-        factory = StallingPolicy(factory, stall_s, tuple(range(stall_every, 100_000, stall_every)))
-    runner = PolicyRunner(factory, mode="process", num_threads=policy_threads).start()
-    scheduler = ActionScheduler(adapter.action_dim, mode="receding", interpolate=adapter.interpolate,
-                                quat_slice=adapter.quat_slice)
-    n_obs_steps, n_action_steps = int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps)
-    source = PolicySource(runner, scheduler, adapter, lambda: {k: rb.task_obs()[k] for k in obs_keys},
-                          n_obs_steps, n_action_steps, slot_s)
     all_stats = LoopStats()
     results = []
     t_start = time.monotonic()
@@ -147,8 +187,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             source.reset()
             rb.reset(seed)
             dropped0, dry0 = scheduler.n_stale_dropped, scheduler.n_dry
-            safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(),
-                                 watchdog_timeout=float(rcfg["watchdog_timeout_s"]))
+            safety = st.new_safety()
             episode = {"steps": 0, "success": False}
 
             def on_slot(k, deadline, state, episode=episode):
@@ -160,7 +199,8 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
 
             session = ControlSession(rb, safety, source, ticks_per_slot, on_slot=on_slot)
             loop = ControlLoop(rate_hz, session.step, realtime=realtime)
-            stats = loop.run(duration_s=(max_steps + 2) * slot_s, stop_when=lambda: session.done)
+            stats = loop.run(duration_s=(max_steps + 2) * slot_s, stop_when=lambda: session.done,
+                             on_start=rb.read_state)
             _merge(all_stats, stats)
             results.append({"seed": int(seed), "success": bool(episode["success"]), "length": episode["steps"],
                             "stale_dropped": scheduler.n_stale_dropped - dropped0, "dry": scheduler.n_dry - dry0,

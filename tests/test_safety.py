@@ -160,3 +160,13 @@ def test_pose_only_robot_holds_a_pose():
     np.testing.assert_allclose(hold.eef_pos, [0.1, 0.2, 0.3])
     assert layer.faults[0].kind == FaultKind.WATCHDOG
     assert layer.estop(1.1).mode == ControlMode.EEF_POSE
+
+
+def test_first_command_after_a_silent_spell_moves_one_period_only():
+    """Holding through silent periods advances the step limit's clock: no catch-up jump afterwards."""
+    layer = SafetyLayer(LIMITS, CAPS, state(pos=(0.1, 0.0, 0.4)), watchdog_timeout=10.0)
+    for k in range(1, 51):
+        layer.hold(k * 0.002)
+    out = layer.filter(Command(ControlMode.EEF_POSE, eef_pos=np.array([0.4, 0.0, 0.4]),
+                               eef_quat=np.array([0.0, 0.0, 0.0, 1.0])), 0.102)
+    assert np.linalg.norm(out.eef_pos - [0.1, 0.0, 0.4]) == pytest.approx(LIMITS.eef_speed_max * 0.002)

@@ -137,7 +137,7 @@ def test_relative_actions_are_anchored_per_step_and_stale_ones_dropped():
     xs = {round(t, 3): c.eef_pos[0] for t, c in robot.received}
     np.testing.assert_allclose([xs[0.05], xs[0.1], xs[0.15]], [0.02, 0.02 + 0.03, 0.02 + 0.03 + 0.02])
     np.testing.assert_allclose(xs[0.148], xs[0.1])  # each offset is held for its whole step
-    assert all(c.gripper == 0.0 for t, c in robot.received if t >= 0.05)
+    assert all(c.gripper == 0.0 for t, c in robot.received if t >= 0.06)  # closes at 100 per s from 0.05 s
     # The first request carried the first observation twice (n_obs_steps history at the start).
     first = runner.requests[0][1]["pos"]
     assert first.shape == (2, 3) and np.array_equal(first[0], first[1])

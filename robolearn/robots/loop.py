@@ -112,9 +112,10 @@ class ControlLoop:
         self._stop = True
 
     def run(self, duration_s: float | None = None, max_steps: int | None = None,
-            stop_when: Callable[[], bool] | None = None) -> LoopStats:
+            stop_when: Callable[[], bool] | None = None, on_start: Callable[[], object] | None = None) -> LoopStats:
         """Run until ``duration_s`` elapsed, ``max_steps`` executed, :meth:`stop`, or ``stop_when()``
-        (checked after every step) is true.
+        (checked after every step) is true. ``on_start()`` runs after the real-time set-up and just
+        before the first deadline (e.g. a first read, so the driver's catch-up is not in period 0).
 
         Returns:
             :class:`LoopStats` of the run.
@@ -123,6 +124,8 @@ class ControlLoop:
         if self.realtime:
             stats.realtime, stats.realtime_note = enable_realtime()
         self._stop = False
+        if on_start is not None:
+            on_start()
         t0 = self.clock()
         end = math.inf if duration_s is None else t0 + duration_s
         k = 0

@@ -119,10 +119,19 @@ class SafetyLayer:
         Returns:
             The hold target when the watchdog fired (or a fault is latched), else ``None``.
         """
-        if not self._faults and now - self._last_command_time > self.watchdog_timeout:
+        if not self._faults and now - self._last_command_time >= self.watchdog_timeout:
             self.latch(FaultKind.WATCHDOG, f"no command for {now - self._last_command_time:.3f} s "
                        f"(timeout {self.watchdog_timeout:.3f} s)", now)
         return self._last_sent if self._faults else None
+
+    def hold(self, now: float) -> Command:
+        """The hold target, for a period in which no fresh command came (the watchdog keeps counting).
+
+        The step limit's clock advances too: the next command may move the target only as far as
+        the limits allow from this period on, not by the speed limit times the whole silent time.
+        """
+        self._last_time = max(self._last_time, float(now))
+        return self._last_sent
 
     def filter(self, command: Command, now: float) -> Command:
         """The command to send to the driver for ``command`` received at ``now`` (monotonic s).

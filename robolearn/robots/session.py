@@ -202,8 +202,8 @@ class ControlSession:
         if hold is None and command is not None:
             out = self.safety.filter(command, t2)
         else:
-            out = self.safety.hold_target
-        self.n_hold += int(out is self.safety.hold_target and (hold is not None or command is None))
+            out = self.safety.hold(t2)
+            self.n_hold += 1
         try:
             self.robot.send_command(out)
         except ConnectionError as exc:

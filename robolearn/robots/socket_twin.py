@@ -5,8 +5,10 @@ physics step per period, then the newest state (plus the task observation and su
 policy needs no extra round trip) goes to the client. Commands from the client become the goal
 from the next physics step on; with none coming the goal stays, so the simulated arm holds.
 
-The client (:class:`SocketTwin`) keeps the newest state its receiver thread delivered and never
-blocks in :meth:`~SocketTwin.read_state` or :meth:`~SocketTwin.send_command`. For testing what a
+The client (:class:`SocketTwin`) has no threads (a Python receiver thread would wait for the
+interpreter lock while the control loop spins, and states would arrive in bursts): every
+:meth:`~SocketTwin.read_state` drains the socket without blocking and keeps the newest state, and
+:meth:`~SocketTwin.send_command` writes at once (or when an injected latency has passed). For testing what a
 real link does to the stack it injects faults:
 
 * ``latency_s``: every state and every command is delivered this much later;
@@ -16,7 +18,7 @@ real link does to the stack it injects faults:
   controller).
 
 A link is considered lost when the socket closes or when the newest state is older than
-``stale_after_s`` (default two server periods); :meth:`~SocketTwin.read_state` then raises
+``stale_after_s`` (default 1.5 server periods); :meth:`~SocketTwin.read_state` then raises
 ``ConnectionError``, which the control session latches as a ``DISCONNECT`` fault.
 
 Messages are newline-delimited JSON (``{"type": "state" | "command" | "request" | "reply", ...}``).
@@ -28,7 +30,6 @@ import heapq
 import json
 import multiprocessing as mp
 import socket
-import threading
 import time
 from typing import Any
 
@@ -68,6 +69,20 @@ def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float =
     steps_per_period = max(1, int(round(1.0 / (rate_hz * sim.dt))))
     state = {"seq": 0, "frozen": False, "closed": False}
 
+    out = bytearray()
+
+    def send(msg: dict, must: bool = False) -> None:
+        # Never block the server's loop on a slow client: states that do not fit are dropped.
+        if must or len(out) < 1 << 16:
+            out.extend((json.dumps(msg) + "\n").encode())
+        try:
+            sent = conn.send(out)
+            del out[:sent]
+        except BlockingIOError:
+            pass
+        except OSError:
+            state["closed"] = True
+
     def handle(msg: dict) -> None:
         if msg["type"] == "command":
             sim.set_goal(np.asarray(msg["pos"]), np.asarray(msg["quat"]),
@@ -85,7 +100,7 @@ def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float =
             reply = {"type": "reply", "id": msg["id"]}
             reply.update(_state_msg(sim, state["seq"], time.monotonic()))
             reply["type"] = "reply"
-            conn.sendall((json.dumps(reply) + "\n").encode())
+            send(reply, must=True)
 
     def step(k: int, deadline: float):
         nonlocal buf
@@ -115,10 +130,7 @@ def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float =
             pos, quat = sim.eef_pose()
             msg = {"type": "state", "seq": state["seq"], "t": time.monotonic(), "q": q.tolist(), "qd": qd.tolist(),
                    "pos": pos.tolist(), "quat": quat.tolist(), "gripper": sim.gripper_opening()}
-        try:
-            conn.sendall((json.dumps(msg) + "\n").encode())
-        except OSError:
-            state["closed"] = True
+        send(msg)
 
     loop = ControlLoop(rate_hz, step, realtime=realtime)
     loop.run(stop_when=lambda: state["closed"])
@@ -134,7 +146,8 @@ class SocketTwin:
         task, robot: the scene the server simulates.
         rate_hz: the server's loop rate (Hz); one physics step per period at 500 Hz.
         latency_s, drop_prob, seed: fault injection (see the module docstring).
-        stale_after_s: a state older than this means the link is lost (default two periods).
+        stale_after_s: a state older than this means the link is lost (default 1.5 periods, so the
+            loop notices within two periods of the last state).
         workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max, gripper_speed_max: limits
             as for :class:`~robolearn.robots.twin.MujocoTwin`.
 
@@ -148,7 +161,7 @@ class SocketTwin:
                  eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 10.0, server_realtime: bool = False):
         self.task, self.robot, self.rate_hz = task, robot, float(rate_hz)
         self.latency_s, self.drop_prob = float(latency_s), float(drop_prob)
-        self.stale_after_s = 2.0 / self.rate_hz if stale_after_s is None else float(stale_after_s)
+        self.stale_after_s = 1.5 / self.rate_hz if stale_after_s is None else float(stale_after_s)
         self._limit_args = dict(workspace_lower=workspace_lower, workspace_upper=workspace_upper,
                                 eef_speed_max=eef_speed_max, eef_rot_speed_max=eef_rot_speed_max,
                                 gripper_speed_max=gripper_speed_max)
@@ -158,13 +171,13 @@ class SocketTwin:
         self._rng = np.random.default_rng(seed)
         self._sock: socket.socket | None = None
         self._proc = None
-        self._lock = threading.Lock()
-        self._incoming: list = []  # heap of (due time, seq, msg)
+        self._incoming: list = []  # heap of (due time, n, msg)
         self._outgoing: list = []  # heap of (due time, n, bytes)
         self._latest: RobotState | None = None
         self._latest_obs: dict | None = None
         self._latest_success = False
         self._replies: dict[int, dict] = {}
+        self._buf = b""
         self._closed = True
         self._n = 0
         self.n_states_dropped = 0
@@ -196,13 +209,12 @@ class SocketTwin:
         self.limits = twin_limits(_Range, **self._limit_args)
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.settimeout(None)
+        self._sock.setblocking(False)
         self._closed = False
-        threading.Thread(target=self._receive, daemon=True, name="twin-rx").start()
-        threading.Thread(target=self._send_delayed, daemon=True, name="twin-tx").start()
         deadline = time.monotonic() + timeout_s
         while not self._incoming and time.monotonic() < deadline:
-            time.sleep(0.01)
+            self._pump()
+            time.sleep(0.001)
         if not self._incoming:
             raise ConnectionError("twin server sent no state")
         time.sleep(self.latency_s)
@@ -224,41 +236,50 @@ class SocketTwin:
 
     close = disconnect
 
-    # ------------------------------------------------------------------ threads
-    def _receive(self) -> None:
-        f = self._sock.makefile("rb")
-        try:
-            for line in f:
-                msg = json.loads(line)
-                now = time.monotonic()
-                if msg["type"] == "reply":
-                    with self._lock:
-                        self._replies[msg["id"]] = msg
-                    continue
-                if self.drop_prob and self._rng.random() < self.drop_prob:
-                    self.n_states_dropped += 1
-                    continue
-                with self._lock:
-                    self._n += 1
-                    heapq.heappush(self._incoming, (now + self.latency_s, self._n, msg))
-        except (OSError, ValueError):
-            pass
-        self._closed = True
+    # ------------------------------------------------------------------ socket I/O (no threads)
+    def _pump(self) -> None:
+        """Take every complete message waiting in the socket (non-blocking)."""
+        if self._closed:
+            return
+        while True:
+            try:
+                chunk = self._sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._closed = True
+                return
+            if not chunk:
+                self._closed = True
+                return
+            self._buf += chunk
+        states = []
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if msg["type"] == "reply":
+                self._replies[msg["id"]] = msg
+            elif self.drop_prob and self._rng.random() < self.drop_prob:
+                self.n_states_dropped += 1
+            else:
+                states.append(msg)
+        now = time.monotonic()  # after parsing: a backlog must not look stale the moment it is read
+        for msg in states:
+            self._n += 1
+            heapq.heappush(self._incoming, (now + self.latency_s, self._n, msg))
 
-    def _send_delayed(self) -> None:
-        while not self._closed:
-            with self._lock:
-                due = self._outgoing[0][0] if self._outgoing else None
-            if due is None or due > time.monotonic():
-                time.sleep(0.0002)
-                continue
-            with self._lock:
-                _, _, data = heapq.heappop(self._outgoing)
+    def _flush(self) -> None:
+        """Send every delayed command that is due."""
+        now = time.monotonic()
+        while self._outgoing and self._outgoing[0][0] <= now:
+            _, _, data = heapq.heappop(self._outgoing)
             self._write(data)
 
     def _write(self, data: bytes) -> None:
         try:
+            self._sock.setblocking(True)
             self._sock.sendall(data)
+            self._sock.setblocking(False)
         except (OSError, AttributeError):
             self._closed = True
 
@@ -269,16 +290,17 @@ class SocketTwin:
         Raises:
             ConnectionError: the socket closed, or the newest state is older than ``stale_after_s``.
         """
+        self._pump()
+        self._flush()
         now = time.monotonic()
-        with self._lock:
-            while self._incoming and self._incoming[0][0] <= now:
-                due, _, msg = heapq.heappop(self._incoming)
-                self._latest = RobotState(np.asarray(msg["q"]), np.asarray(msg["qd"]), np.asarray(msg["pos"]),
-                                          np.asarray(msg["quat"]), float(msg["gripper"]), float(msg["t"]),
-                                          due, int(msg["seq"]))
-                if "obs" in msg:
-                    self._latest_obs = {k: np.asarray(v, dtype=np.float32) for k, v in msg["obs"].items()}
-                    self._latest_success = bool(msg["success"])
+        while self._incoming and self._incoming[0][0] <= now:
+            due, _, msg = heapq.heappop(self._incoming)
+            self._latest = RobotState(np.asarray(msg["q"]), np.asarray(msg["qd"]), np.asarray(msg["pos"]),
+                                      np.asarray(msg["quat"]), float(msg["gripper"]), float(msg["t"]),
+                                      due, int(msg["seq"]))
+            if "obs" in msg:
+                self._latest_obs = {k: np.asarray(v, dtype=np.float32) for k, v in msg["obs"].items()}
+                self._latest_success = bool(msg["success"])
         if self._closed:
             raise ConnectionError("twin link closed")
         if self._latest is None or now - self._latest.receive_time > self.stale_after_s:
@@ -305,9 +327,9 @@ class SocketTwin:
         if self.latency_s == 0:
             self._write(data)
         else:
-            with self._lock:
-                self._n += 1
-                heapq.heappush(self._outgoing, (time.monotonic() + self.latency_s, self._n, data))
+            self._n += 1
+            heapq.heappush(self._outgoing, (time.monotonic() + self.latency_s, self._n, data))
+            self._flush()
 
     # ------------------------------------------------------------------ simulator extras and faults
     def _request(self, op: str, timeout_s: float = 10.0, **kw) -> dict | None:
@@ -318,25 +340,24 @@ class SocketTwin:
             return None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with self._lock:
-                if rid in self._replies:
-                    return self._replies.pop(rid)
+            self._pump()
+            if rid in self._replies:
+                return self._replies.pop(rid)
             time.sleep(0.0005)
         raise ConnectionError(f"twin did not answer {op!r} within {timeout_s} s")
 
     def reset(self, seed: int | None = None) -> None:
         """Start the seeded episode on the server (blocking; not for use inside the loop)."""
         reply = self._request("reset", seed=seed)
-        with self._lock:
-            self._incoming.clear()
-            self._latest = None
-            self._latest_obs = {k: np.asarray(v, dtype=np.float32) for k, v in reply["obs"].items()}
-            self._latest_success = bool(reply["success"])
+        self._incoming.clear()
+        self._latest = None
+        self._latest_obs = {k: np.asarray(v, dtype=np.float32) for k, v in reply["obs"].items()}
+        self._latest_success = bool(reply["success"])
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:  # wait for the first state of the new episode
-            with self._lock:
-                if self._incoming and self._incoming[0][0] <= time.monotonic():
-                    return
+            self._pump()
+            if self._incoming and self._incoming[0][0] <= time.monotonic():
+                return
             time.sleep(0.0005)
         raise ConnectionError("twin sent no state after reset")
 

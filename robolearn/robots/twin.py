@@ -61,6 +61,12 @@ class TwinSim:
         self.n_steps = 0
         self._goal: np.ndarray | None = None
         self._new_goal = False
+        # The first physics step after the build costs ~20 ms (robosuite's lazy set-up): take it
+        # here, not in the first period of a control loop. Episodes start with reset() anyway.
+        self.set_goal(*self.eef_pose(), gripper=1.0)
+        self.step()
+        self.task_obs()
+        self.n_steps = 0
 
     def reset(self, seed: int | None = None) -> None:
         """Start the seeded episode (the same scene as the eval environment's ``reset(seed)``)."""

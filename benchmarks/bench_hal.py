@@ -1,0 +1,209 @@
+"""HAL benchmarks: real-time loop timing, a policy stall, watchdog hold, link loss, deploy vs eval.
+
+    .venv/bin/python benchmarks/bench_hal.py [--checkpoint runs/quickstart/train] [--seconds 60]
+        [--deploy-episodes 50] [--out benchmarks/results/hal.json]
+
+Needs a trained Lift checkpoint (``make quickstart`` makes one). Sections:
+
+* ``loop_fifo`` / ``loop_no_fifo``: the 500 Hz loop on the in-process MuJoCo twin for ``--seconds``
+  with the diffusion policy running in its process, with and without SCHED_FIFO + gc.freeze():
+  wake-up lateness p50/p99/p99.9/max (µs), overruns, missed deadlines, time by section.
+* ``loop_fifo_socket`` / ``stall_socket`` (only when named in ``--only``): the same with the twin in
+  its own process over the socket.
+* ``stall``: the same, with 50 ms added to every 10th chunk: missed deadlines, stale actions dropped,
+  dry periods, and the largest change between consecutive commands against the per-step limit.
+* ``watchdog``: a command source that stops: time from its last command to the first hold (must be
+  at most the timeout plus one period), and how far the arm moved after that.
+* ``link_loss``: the twin in its own process over a socket; the cable is pulled (server drops the
+  link) or the server hangs: time from injection to the latched DISCONNECT fault (goal: two periods).
+* ``deploy_vs_eval``: ``robolearn deploy`` on the twin and ``robolearn eval`` on the same checkpoint
+  and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robolearn.deploy import PolicyStack, deploy
+from robolearn.robots.loop import ControlLoop
+from robolearn.robots.session import ControlSession
+from robolearn.robots.types import Command, ControlMode, FaultKind
+
+
+def policy_loop(checkpoint: str, seconds: float, realtime: bool, stall_every: int = 0, stall_s: float = 0.05,
+                robot: str = "sim") -> dict:
+    stack = PolicyStack(checkpoint, robot, stall_s=stall_s,
+                        stall_calls=tuple(range(stall_every, 100_000, stall_every)) if stall_every else ())
+    rb = stack.robot
+    rb.connect()
+    rb.reset(100000)
+    stack.runner.reset()
+    safety = stack.new_safety()
+    session = ControlSession(rb, safety, stack.source, stack.ticks_per_slot)
+    session.record_sent = True
+    loop = ControlLoop(stack.rate_hz, session.step, realtime=realtime)
+    stats = loop.run(duration_s=seconds, on_start=rb.read_state)
+    stack.runner.close()
+    sent = [c for c in session.sent if c.mode == ControlMode.EEF_POSE]
+    t = np.array([c.timestamp for c in sent])
+    pos = np.array([c.eef_pos for c in sent])
+    dt = np.diff(t)
+    speed = np.linalg.norm(np.diff(pos, axis=0), axis=1) / np.maximum(dt, 1e-9)
+    lat = np.asarray(stack.runner.latencies) * 1e3
+    rb.close()
+    return {
+        "seconds": seconds, **stats.summary(),
+        "chunks": stack.source.n_chunks, "stale_dropped": stack.scheduler.n_stale_dropped,
+        "dry_periods": stack.scheduler.n_dry, "faults": [f.kind.value for f in safety.faults],
+        "policy_latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                              "max": float(lat.max())},
+        "max_command_speed_m_s": float(speed.max()), "eef_speed_limit_m_s": rb.limits.eef_speed_max,
+        "max_command_step_m": float(np.linalg.norm(np.diff(pos, axis=0), axis=1).max()),
+        "stall_s": stall_s if stall_every else 0.0, "stall_every_chunks": stall_every, "robot": robot,
+    }
+
+
+class StopsAt:
+    """Moves the arm 1 cm/s upward until ``stop_at`` (monotonic s), then proposes nothing."""
+
+    def __init__(self, stop_at: float):
+        self.stop_at = stop_at
+        self.last_command_time = None
+        self.start = None
+
+    def command(self, k, deadline, state, slot_start):
+        now = time.monotonic()
+        if now >= self.stop_at:
+            return None
+        if self.start is None:
+            self.start = (state.eef_pos.copy(), state.eef_quat.copy(), now)
+        self.last_command_time = now
+        pos, quat, t0 = self.start
+        return Command(ControlMode.EEF_POSE, eef_pos=pos + [0, 0, 0.01 * (now - t0)], eef_quat=quat, gripper=1.0)
+
+
+def watchdog(timeout_s: float = 0.1, run_s: float = 1.0) -> dict:
+    from robolearn.robots.safety import SafetyLayer
+    from robolearn.robots.twin import MujocoTwin
+
+    rb = MujocoTwin()
+    rb.connect()
+    rb.reset(1)
+    safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), watchdog_timeout=timeout_s)
+    source = StopsAt(time.monotonic() + 0.5)
+    session = ControlSession(rb, safety, source)
+    session.record_sent = True
+    held_at = {}
+
+    def step(k, deadline):
+        out = session.step(k, deadline)
+        if safety.faults and "t" not in held_at:
+            held_at["t"] = time.monotonic()
+            held_at["pos"] = rb.read_state().eef_pos.copy()
+        return out
+
+    loop = ControlLoop(500, step, realtime=True)
+    loop.run(duration_s=run_s)
+    fault = safety.faults[0]
+    final = rb.read_state().eef_pos
+    rb.close()
+    return {"timeout_s": timeout_s, "period_s": 0.002, "fault": fault.kind.value,
+            "hold_after_last_command_s": fault.time - source.last_command_time,
+            "hold_beyond_timeout_s": fault.time - source.last_command_time - timeout_s,
+            "arm_motion_after_hold_m": float(np.linalg.norm(final - held_at["pos"]))}
+
+
+def link_loss(kind: str, repeats: int = 5) -> dict:
+    from robolearn.robots.socket_twin import SocketTwin
+
+    delays = []
+    for i in range(repeats):
+        rb = SocketTwin(server_realtime=True)
+        rb.connect()
+        rb.reset(i)
+        safety = None
+        from robolearn.robots.safety import SafetyLayer
+
+        safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), watchdog_timeout=0.1)
+        source = StopsAt(time.monotonic() + 10)
+        session = ControlSession(rb, safety, source)
+        injected = {}
+
+        def step(k, deadline):
+            if k == 250:
+                injected["t"] = time.monotonic()
+                rb.inject_disconnect() if kind == "pulled_cable" else rb.inject_freeze()
+            return session.step(k, deadline)
+
+        loop = ControlLoop(500, step, realtime=True)
+        loop.run(duration_s=2.0, stop_when=lambda: session.done)
+        faults = [f for f in safety.faults if f.kind == FaultKind.DISCONNECT]
+        delays.append(faults[0].time - injected["t"] if faults else float("nan"))
+        rb.disconnect()
+    d = np.array(delays) * 1e3
+    return {"kind": kind, "repeats": repeats, "detect_ms": d.round(3).tolist(), "max_ms": float(np.nanmax(d)),
+            "two_periods_ms": 4.0, "all_detected": bool(np.all(np.isfinite(d)))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="runs/quickstart/train")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--deploy-episodes", type=int, default=50)
+    p.add_argument("--only", nargs="*", default=None,
+                   help="sections to run (default: all but the *_socket ones, which put a third busy process "
+                        "on the machine: the twin server)")
+    p.add_argument("--out", default="benchmarks/results/hal.json")
+    args = p.parse_args()
+    if not Path(args.checkpoint).exists():
+        sys.exit(f"no checkpoint at {args.checkpoint}: run `make quickstart` first or pass --checkpoint")
+    out_path = Path(args.out)
+    result = json.loads(out_path.read_text()) if out_path.exists() else {}
+    result["machine"] = {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
+                         "python": platform.python_version()}
+    sections = {
+        "loop_fifo": lambda: policy_loop(args.checkpoint, args.seconds, realtime=True),
+        "loop_no_fifo": lambda: policy_loop(args.checkpoint, args.seconds, realtime=False),
+        "stall": lambda: policy_loop(args.checkpoint, min(args.seconds, 30.0), realtime=True, stall_every=10),
+        "loop_fifo_socket": lambda: policy_loop(args.checkpoint, args.seconds, realtime=True, robot="sim_socket"),
+        "stall_socket": lambda: policy_loop(args.checkpoint, min(args.seconds, 30.0), realtime=True, stall_every=10,
+                                            robot="sim_socket"),
+        "watchdog": watchdog,
+        "link_loss_pulled_cable": lambda: link_loss("pulled_cable"),
+        "link_loss_hung_server": lambda: link_loss("hung_server"),
+        "deploy_vs_eval": lambda: deploy_vs_eval(args.checkpoint, args.deploy_episodes),
+    }
+    for name, fn in sections.items():
+        if (args.only and name not in args.only) or (not args.only and name.endswith("_socket")):
+            continue
+        t0 = time.monotonic()
+        result[name] = fn()
+        result[name]["wall_s"] = round(time.monotonic() - t0, 1)
+        print(name, json.dumps({k: v for k, v in result[name].items() if k not in ("sections", "episodes")}))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2))
+
+
+def deploy_vs_eval(checkpoint: str, episodes: int) -> dict:
+    from robolearn.eval.rollout import evaluate_checkpoint
+
+    d = deploy(checkpoint, "sim", episodes=episodes, realtime=True, progress=False)
+    e = evaluate_checkpoint(checkpoint, episodes, progress=False)
+    assert [r["seed"] for r in d["episodes"]] == [r["seed"] for r in e["episodes"]]
+    return {"episodes": episodes, "seeds": d["seeds"],
+            "deploy": {k: d[k] for k in ("success_rate", "success_ci95", "mean_episode_length", "wall_s",
+                                         "stale_dropped", "dry_periods", "policy_latency_ms")},
+            "deploy_loop_lateness_us": d["loop"]["lateness"], "deploy_missed_deadlines": d["loop"]["missed_deadlines"],
+            "eval": {k: e[k] for k in ("success_rate", "success_ci95", "mean_episode_length", "wall_s")},
+            "difference_points": round(100 * (d["success_rate"] - e["success_rate"]), 1)}
+
+
+if __name__ == "__main__":
+    main()
