@@ -1,4 +1,4 @@
-"""``robolearn <command>``: quickstart, collect, train, eval, inspect.
+"""``robolearn <command>``: quickstart, collect, train, eval, deploy, record, replay, inspect.
 
 Errors caused by input (paths, stores, configs, checkpoints) print one line and exit 1; ``--debug``
 shows the traceback instead.
@@ -123,6 +123,38 @@ def cmd_deploy(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    """``robolearn record --robot sim --device keyboard``: teleoperated episodes into a Zarr store."""
+    from robolearn.teleop.devices import make_device
+    from robolearn.teleop.record import record
+
+    device = make_device(args.device)
+    print("recording: c start, s stop and keep, Backspace discard, q quit; "
+          "move i/k j/l u/o (x y z), y/h yaw, space gripper" if args.device == "keyboard" else
+          "recording: see `robolearn record --help` for the device's buttons", flush=True)
+    try:
+        result = record(args.robot, device, args.out, fps=args.fps, append=args.append, seed_start=args.seed_start,
+                        realtime=not args.no_realtime)
+    finally:
+        device.close()
+    print(f"{result['committed']} episode(s) kept, {result['discarded']} discarded; "
+          f"{result['episodes']} in {result['path']}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    """``robolearn replay STORE --episode N``: play a recorded episode back through the loop."""
+    from robolearn.teleop.record import replay
+
+    result = replay(args.store, args.episode, args.robot, realtime=not args.no_realtime)
+    extra = "" if result["success"] is None else f", task success {result['success']}"
+    err = "" if result["final_target_error_m"] is None else f", final target error {1e3 * result['final_target_error_m']:.1f} mm"
+    print(f"replayed episode {result['episode']} ({result['steps']} steps, "
+          f"{'absolute targets' if result['absolute'] else 'relative actions'}){extra}{err}; "
+          f"faults {result['faults'] or 'none'}")
+    return 0
+
+
 def cmd_quickstart(args) -> int:
     """``robolearn quickstart``: collect → train → evaluate → report, each step resumable."""
     from robolearn.data.store import EpisodeStore
@@ -236,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
     d.add_argument("--out", help="JSON output path (default: <run>/deploy_<robot>_<episodes>.json)")
     d.set_defaults(fn=cmd_deploy)
+
+    r = sub.add_parser("record", help="teleoperate a robot and record episodes (c start, s stop, Backspace "
+                       "discard, q quit)")
+    r.add_argument("--robot", default="sim", help="hardware/<ROBOT>.yaml or a YAML path (default: %(default)s)")
+    r.add_argument("--device", default="keyboard", choices=["keyboard", "spacemouse", "gamepad"])
+    r.add_argument("--out", default="data/teleop.zarr", help="store path (default: %(default)s)")
+    r.add_argument("--append", action="store_true", help="add episodes to an existing store")
+    r.add_argument("--fps", type=float, default=20.0, help="recording rate in Hz (default: %(default)s)")
+    r.add_argument("--seed-start", type=int, default=0, help="first scene seed on the twin")
+    r.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    r.set_defaults(fn=cmd_record)
+
+    rp = sub.add_parser("replay", help="play a recorded episode back through the control loop")
+    rp.add_argument("store")
+    rp.add_argument("--episode", type=int, default=0)
+    rp.add_argument("--robot", default="sim", help="hardware/<ROBOT>.yaml or a YAML path (default: %(default)s)")
+    rp.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    rp.set_defaults(fn=cmd_replay)
 
     i = sub.add_parser("inspect", help="summarize a Zarr episode store")
     i.add_argument("path")

@@ -200,7 +200,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             session = ControlSession(rb, safety, source, ticks_per_slot, on_slot=on_slot)
             loop = ControlLoop(rate_hz, session.step, realtime=realtime)
             stats = loop.run(duration_s=(max_steps + 2) * slot_s, stop_when=lambda: session.done,
-                             on_start=rb.read_state)
+                             on_start=getattr(rb, "sync", rb.read_state))
             _merge(all_stats, stats)
             results.append({"seed": int(seed), "success": bool(episode["success"]), "length": episode["steps"],
                             "stale_dropped": scheduler.n_stale_dropped - dropped0, "dry": scheduler.n_dry - dry0,

@@ -67,3 +67,22 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_collect_refuses_to_clobber_without_flag(store):
     assert_one_line_error(run_cli("collect", "--episodes", "1", "--out", str(store)), "--append", "--overwrite")
+
+
+def test_record_without_a_terminal_is_a_clear_error(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "robolearn.cli", "record", "--out", str(tmp_path / "t.zarr")],
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert_one_line_error(run, "interactive terminal")
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_deploy_missing_checkpoint(tmp_path):
+    assert_one_line_error(run_cli("deploy", str(tmp_path / "ckpt"), "--robot", "sim"), "no such checkpoint")
+
+
+def test_unknown_robot_names_the_known_ones():
+    from robolearn.robots.config import load_robot_config
+    from robolearn.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown robot 'nope'.*'sim'"):
+        load_robot_config("nope")

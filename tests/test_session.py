@@ -3,7 +3,7 @@ relative actions anchored on the pose measured at the start of their step. Fake 
 
 import numpy as np
 
-from robolearn.robots.loop import ControlLoop
+from robolearn.robots.loop import ControlLoop, ManualClock
 from robolearn.robots.runner import ChunkResult
 from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.scheduler import ActionScheduler
@@ -14,16 +14,6 @@ LIMITS = RobotLimits(joint_lower=-np.ones(2), joint_upper=np.ones(2), joint_vel_
                      workspace_lower=np.array([-1.0, -1.0, 0.0]), workspace_upper=np.array([1.0, 1.0, 1.0]),
                      eef_speed_max=100.0, eef_rot_speed_max=100.0, gripper_speed_max=100.0)
 
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, s):
-        self.t += s
 
 
 class PointRobot:
@@ -76,7 +66,7 @@ def run(robot, source, clock, seconds, rate=500, timeout=0.02, **kw):
 
 
 def test_robot_holds_within_one_period_after_the_watchdog_timeout():
-    clock = Clock()
+    clock = ManualClock()
     robot = PointRobot(clock)
     session, safety, _ = run(robot, Scripted(clock, stop_at=0.1), clock, seconds=0.3)
     (fault,) = safety.faults
@@ -89,7 +79,7 @@ def test_robot_holds_within_one_period_after_the_watchdog_timeout():
 
 
 def test_disconnect_is_latched_and_ends_the_run():
-    clock = Clock()
+    clock = ManualClock()
     robot = PointRobot(clock, disconnect_at=0.05)
     session, safety, stats = run(robot, Scripted(clock, stop_at=1.0), clock, seconds=1.0)
     assert session.disconnected and session.done
@@ -118,7 +108,7 @@ class InstantRunner:
 
 
 def test_relative_actions_are_anchored_per_step_and_stale_ones_dropped():
-    clock = Clock()
+    clock = ManualClock()
     robot = PointRobot(clock)
     chunk = np.zeros((6, 7))
     chunk[:, 0] = 0.01 * np.arange(1, 7)  # action i moves +i cm in x from the pose at its step

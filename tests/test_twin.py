@@ -6,21 +6,15 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from robolearn.envs.robosuite_env import RobosuiteEnv
+from robolearn.robots.loop import ManualClock
 from robolearn.robots.twin import MujocoTwin
 from robolearn.robots.types import Command, ControlMode, Robot
 
 
-class FakeClock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
-
 
 @pytest.fixture(scope="module")
 def twin():
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     tw = MujocoTwin(clock=clock)
     tw.connect()
     yield tw, clock
@@ -47,7 +41,7 @@ def test_twin_is_a_robot_and_steps_with_the_clock(twin):
 
 
 def test_twin_refuses_joint_commands_and_calls_before_connect():
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     tw = MujocoTwin(clock=clock)
     with pytest.raises(ConnectionError):
         tw.read_state()

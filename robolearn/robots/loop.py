@@ -59,6 +59,25 @@ class LoopStats:
                 "realtime": self.realtime, "realtime_note": self.realtime_note}
 
 
+class ManualClock:
+    """A clock that advances only when slept on: ``clock()`` reads it, ``clock.sleep(s)`` advances it.
+
+    Pass it as both ``clock`` and ``sleep`` of :class:`ControlLoop` (and as the clock of the
+    drivers and sessions) to run a loop in lockstep, as fast as the machine allows and exactly
+    reproducibly: what tests and offline simulation want.
+    """
+
+    def __init__(self, t: float = 0.0):
+        self.t = float(t)
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        """Advance the clock by ``seconds``."""
+        self.t += max(0.0, float(seconds))
+
+
 def enable_realtime(priority: int = 80) -> tuple[bool, str]:
     """Ask for SCHED_FIFO at ``priority`` and freeze the GC's existing objects.
 

@@ -174,6 +174,7 @@ class ControlSession:
         self.clock = clock
         self.done = False
         self._armed = False
+        self._slot = -1
         self.disconnected = False
         self.last_state: RobotState | None = None
         self.n_sent = 0
@@ -192,7 +193,11 @@ class ControlSession:
         self.last_state = state
         self.safety.observe(state)
         t1 = self.clock()
-        slot_start = k % self.ticks_per_slot == 0
+        # A slot starts at the first period of it that runs (its first period may have been skipped
+        # after an overrun: the slot must still get its observation and action).
+        slot = k // self.ticks_per_slot
+        slot_start = slot != self._slot
+        self._slot = slot
         command = self.source.command(k, deadline, state, slot_start)
         t2 = self.clock()
         # The watchdog guards a source that stopped; before its first command the robot just holds

@@ -6,7 +6,9 @@ clock, like a real robot's: every call to :meth:`MujocoTwin.read_state` or
 :meth:`MujocoTwin.send_command` first steps the simulator through every 2 ms physics step due since
 the last call, each one applying the newest command. A control loop at 500 Hz therefore sees about
 one physics step per period; a stalled caller sees the robot keep tracking its last target, as a
-real arm would. The clock is injectable, so tests run the twin in lockstep with a fake clock.
+real arm would. The clock is injectable, so tests run the twin in lockstep with a fake clock; :meth:`MujocoTwin.sync`
+puts the physics steps half a period away from a starting loop's deadlines, so jitter does not
+make a period run zero or two steps.
 
 Frames and units: the twin's base frame is the scene's world frame (m); orientations are xyzw
 quaternions; the gripper is the normalized opening in ``[0, 1]`` (1 open). Besides the Robot
@@ -204,6 +206,16 @@ class MujocoTwin:
         for _ in range(due):
             self.sim.step()
         return now
+
+    def sync(self) -> None:
+        """Catch the physics up to now and put the next physics step half a step after now.
+
+        A loop that starts right after this (its first period now, then one every ``dt``) meets
+        every physics step in the middle of its period, so wake-up jitter of up to ``dt / 2`` never
+        makes a period run zero or two steps. Control loops call it just before their first period.
+        """
+        now = self._advance()
+        self._t_origin = now - (self.sim.n_steps + 0.5) * self.sim.dt
 
     def read_state(self) -> RobotState:
         """Step the physics up to now and return the state (capture time = the last physics step)."""

@@ -23,3 +23,7 @@ class ConfigError(RobolearnError):
 
 class CheckpointError(RobolearnError):
     """A checkpoint directory is missing files or holds weights that do not fit its config."""
+
+
+class DeviceError(RobolearnError):
+    """A teleop device or robot interface that is missing, unplugged or not installed."""

@@ -1,0 +1,1 @@
+"""Teleoperation: input devices mapped to end-effector velocities + gripper, and the record loop."""
