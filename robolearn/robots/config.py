@@ -59,4 +59,18 @@ def make_robot(cfg: dict[str, Any], **overrides):
         fault = dict(cfg.get("fault_injection") or {}) | dict(cfg.get("link") or {})
         return SocketTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), rate_hz=float(cfg["rate_hz"]),
                           **fault, **limits, **overrides)
+    if driver == "ur_rtde":
+        from robolearn.robots.types import RobotLimits
+        from robolearn.robots.ur import URDriver
+
+        try:
+            robot_limits = RobotLimits(**limits)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{cfg.get('_path')}: limits: {exc}") from None
+        servo = dict(cfg.get("servo") or {})
+        return URDriver(cfg["host"], robot_limits, rate_hz=float(cfg["rate_hz"]), **servo, **overrides)
+    if driver == "feetech":
+        from robolearn.robots.feetech import FeetechArm
+
+        return FeetechArm.from_config(cfg, **overrides)
     raise ConfigError(f"{cfg.get('_path', 'robot config')}: unknown driver {driver!r}")

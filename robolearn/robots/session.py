@@ -5,7 +5,8 @@ the runner and scheduler, a teleop device, a recorded episode) propose a command
 the safety layer and sends what comes out. A source that has nothing new returns ``None``: the
 robot is sent its hold target and the watchdog keeps counting, so a source that stops (a crashed
 device, a starved policy) makes the robot hold once the timeout passes. A driver that raises
-``ConnectionError`` latches a ``DISCONNECT`` fault and ends the run.
+``ConnectionError`` latches a ``DISCONNECT`` fault and ends the run; one whose ``fault()`` reports a
+robot-side stop (a UR protective stop) gets a ``DRIVER`` fault latched.
 
 Policies act at their own rate (the dataset's, e.g. 20 Hz), the loop at the robot's (e.g. 500 Hz):
 a *slot* is one policy step, ``ticks_per_slot`` loop periods. Action adapters turn a policy's action
@@ -172,6 +173,7 @@ class ControlSession:
         self.ticks_per_slot = max(1, int(ticks_per_slot))
         self.on_slot = on_slot
         self.clock = clock
+        self._robot_fault = getattr(robot, "fault", None)  # drivers that report robot-side stops
         self.done = False
         self._armed = False
         self._slot = -1
@@ -192,6 +194,9 @@ class ControlSession:
             return {}
         self.last_state = state
         self.safety.observe(state)
+        fault = self._robot_fault() if self._robot_fault is not None else None
+        if fault:
+            self.safety.latch(FaultKind.DRIVER, fault, t0)
         t1 = self.clock()
         # A slot starts at the first period of it that runs (its first period may have been skipped
         # after an overrun: the slot must still get its observation and action).
