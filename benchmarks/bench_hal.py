@@ -10,12 +10,14 @@ Needs a trained Lift checkpoint (``make quickstart`` makes one). Sections:
   wake-up lateness p50/p99/p99.9/max (µs), overruns, missed deadlines, time by section.
 * ``loop_fifo_socket`` / ``stall_socket`` (only when named in ``--only``): the same with the twin in
   its own process over the socket.
-* ``stall``: the same, with 50 ms added to every 10th chunk: missed deadlines, stale actions dropped,
-  dry periods, and the largest change between consecutive commands against the per-step limit.
+* ``stall``: the same, with 50 ms added to every 10th chunk: missed deadlines (and how many fell
+  while a stalled chunk was being computed), stale actions dropped, dry periods, and the largest
+  change between consecutive commands against the per-step limit.
 * ``watchdog``: a command source that stops: time from its last command to the first hold (must be
   at most the timeout plus one period), and how far the arm moved after that.
 * ``link_loss``: the twin in its own process over a socket; the cable is pulled (server drops the
-  link) or the server hangs: time from injection to the latched DISCONNECT fault (goal: two periods).
+  link) or the server hangs: time from injection, and from the last state received, to the latched
+  DISCONNECT fault (goal: two periods).
 * ``deploy_vs_eval``: ``robolearn deploy`` on the twin and ``robolearn eval`` on the same checkpoint
   and seeds.
 """
@@ -48,9 +50,30 @@ def policy_loop(checkpoint: str, seconds: float, realtime: bool, stall_every: in
     safety = stack.new_safety()
     session = ControlSession(rb, safety, stack.source, stack.ticks_per_slot)
     session.record_sent = True
-    loop = ControlLoop(stack.rate_hz, session.step, realtime=realtime)
+    chunks, slow_steps = [], []
+    poll = stack.runner.poll
+
+    def logged_poll():
+        r = poll()
+        if r is not None:
+            chunks.append((r.t_start, r.t_done))
+        return r
+
+    stack.runner.poll = logged_poll
+    period = 1.0 / stack.rate_hz
+
+    def step(k, deadline):
+        out = session.step(k, deadline)
+        if time.monotonic() > deadline + period:  # this step overran the next deadline
+            slow_steps.append(deadline)
+        return out
+
+    loop = ControlLoop(stack.rate_hz, step, realtime=realtime)
     stats = loop.run(duration_s=seconds, on_start=getattr(rb, "sync", rb.read_state))
     stack.runner.close()
+    # The policy wrapper stalls calls stall_every, 2 * stall_every, ...: those chunks, in arrival order.
+    stalls = [chunks[i - 1] for i in range(stall_every, len(chunks) + 1, stall_every)] if stall_every else []
+    in_stall = sum(any(a <= t <= b for a, b in stalls) for t in slow_steps)
     sent = [c for c in session.sent if c.mode == ControlMode.EEF_POSE]
     t = np.array([c.timestamp for c in sent])
     pos = np.array([c.eef_pos for c in sent])
@@ -67,6 +90,8 @@ def policy_loop(checkpoint: str, seconds: float, realtime: bool, stall_every: in
         "max_command_speed_m_s": float(speed.max()), "eef_speed_limit_m_s": rb.limits.eef_speed_max,
         "max_command_step_m": float(np.linalg.norm(np.diff(pos, axis=0), axis=1).max()),
         "stall_s": stall_s if stall_every else 0.0, "stall_every_chunks": stall_every, "robot": robot,
+        "stalled_chunks": len(stalls), "overruns_during_stalls": in_stall,
+        "overruns_outside_stalls": len(slow_steps) - in_stall,
     }
 
 
@@ -123,7 +148,7 @@ def watchdog(timeout_s: float = 0.1, run_s: float = 1.0) -> dict:
 def link_loss(kind: str, repeats: int = 5) -> dict:
     from robolearn.robots.socket_twin import SocketTwin
 
-    delays, false_positives = [], 0
+    delays, since_last, false_positives = [], [], 0
     for i in range(repeats):
         rb = SocketTwin(server_realtime=True)
         rb.connect()
@@ -135,12 +160,16 @@ def link_loss(kind: str, repeats: int = 5) -> dict:
         source = StopsAt(time.monotonic() + 10)
         session = ControlSession(rb, safety, source)
         injected = {}
+        last_state = {"t": None}
 
         def step(k, deadline):
             if k == 250:
                 injected["t"] = time.monotonic()
                 rb.inject_disconnect() if kind == "pulled_cable" else rb.inject_freeze()
-            return session.step(k, deadline)
+            out = session.step(k, deadline)
+            if session.last_state is not None:
+                last_state["t"] = session.last_state.receive_time
+            return out
 
         loop = ControlLoop(500, step, realtime=True)
         loop.run(duration_s=2.0, stop_when=lambda: session.done)
@@ -149,9 +178,11 @@ def link_loss(kind: str, repeats: int = 5) -> dict:
             false_positives += 1
         else:
             delays.append(faults[0].time - injected["t"] if faults else float("nan"))
+            since_last.append(faults[0].time - last_state["t"] if faults else float("nan"))
         rb.disconnect()
     d = np.array(delays) * 1e3
     return {"kind": kind, "repeats": repeats, "detect_ms": d.round(3).tolist(),
+            "detect_after_last_state_ms": (np.array(since_last) * 1e3).round(3).tolist(),
             "max_ms": float(np.nanmax(d)) if len(d) else None, "two_periods_ms": 4.0,
             "all_detected": bool(np.all(np.isfinite(d))), "false_positives_before_injection": false_positives}
 
