@@ -26,12 +26,12 @@ from collections import deque
 from typing import Callable, Protocol
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from robolearn.robots.runner import PolicyRunner
 from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.scheduler import ActionScheduler
 from robolearn.robots.types import Command, ControlMode, FaultKind, Robot, RobotState
+from robolearn.utils.rotations import quat_multiply, rotvec_to_quat
 
 
 class DeltaEefAdapter:
@@ -49,7 +49,7 @@ class DeltaEefAdapter:
     def to_command(self, action: np.ndarray, anchor: RobotState, now: float) -> Command:
         """The :class:`Command` for ``action`` (shape ``(7,)``) relative to ``anchor``."""
         a = np.asarray(action, dtype=np.float64)
-        quat = (Rotation.from_rotvec(a[3:6]) * Rotation.from_quat(anchor.eef_quat)).as_quat()
+        quat = quat_multiply(rotvec_to_quat(a[3:6]), np.asarray(anchor.eef_quat, np.float64))
         return Command(ControlMode.EEF_POSE, eef_pos=np.asarray(anchor.eef_pos) + a[:3], eef_quat=quat,
                        gripper=float(np.clip((1.0 - a[6]) / 2.0, 0.0, 1.0)), timestamp=now)
 
@@ -115,30 +115,39 @@ class PolicySource:
         self.scheduler.reset()
         self._slot_command = None
         self._chunk_t_obs = None
+        self._obs_due = None
 
     def _latency_slots(self) -> int:
         lat = self.runner.latencies[-5:]
         return int(np.ceil(max(lat) / self.slot_s)) if lat else 1
 
+    def _observe(self, t_slot: float) -> None:
+        obs = self.obs_fn()
+        if not self.history:
+            self.history.extend([obs] * self.n_obs_steps)
+        else:
+            self.history.append(obs)
+        if not self.runner.busy:
+            used = -1 if self._chunk_t_obs is None else round((t_slot - self._chunk_t_obs) / self.slot_s)
+            if self._chunk_t_obs is None or used >= self.n_action_steps - 1 - self._latency_slots():
+                stacked = {key: np.stack([h[key] for h in self.history]) for key in obs}
+                self.runner.submit(stacked, t_slot)
+
     def command(self, k: int, deadline: float, state: RobotState, slot_start: bool) -> Command | None:
-        """See :class:`CommandSource`; actions are timed on the loop's deadlines."""
+        """See :class:`CommandSource`; actions are timed on the loop's deadlines (a slot's
+        observation is taken in its second period and stamped with the slot's start)."""
         result = self.runner.poll()
         if result is not None:
             self.scheduler.add_chunk(result.actions, t0=result.t_obs, dt=self.slot_s, now=deadline)
             self._chunk_t_obs = result.t_obs
             self.n_chunks += 1
         if slot_start:
-            obs = self.obs_fn()
-            if not self.history:
-                self.history.extend([obs] * self.n_obs_steps)
-            else:
-                self.history.append(obs)
-            if not self.runner.busy:
-                used = (-1 if self._chunk_t_obs is None
-                        else round((deadline - self._chunk_t_obs) / self.slot_s))
-                if self._chunk_t_obs is None or used >= self.n_action_steps - 1 - self._latency_slots():
-                    stacked = {key: np.stack([h[key] for h in self.history]) for key in obs}
-                    self.runner.submit(stacked, deadline)
+            self._obs_due = deadline
+        elif self._obs_due is not None:
+            # The slot's observation is taken one period after its start, so the slot's first period
+            # (physics, action, safety) and the observation's work do not land in the same period.
+            self._observe(self._obs_due)
+            self._obs_due = None
         if self.adapter.interpolate:
             action = self.scheduler.get(deadline)
             return None if action is None else self.adapter.to_command(action, state, deadline)

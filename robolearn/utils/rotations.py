@@ -50,3 +50,23 @@ def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
     if s < 1e-12:
         return 2.0 * q[:3]
     return q[:3] * (2.0 * np.arctan2(s, q[3]) / s)
+
+
+def rotvec_to_quat(v: np.ndarray) -> np.ndarray:
+    """Quaternion ``(4,)`` xyzw of an axis-angle vector ``(3,)`` (rad)."""
+    v = np.asarray(v, dtype=np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.array([0.5 * v[0], 0.5 * v[1], 0.5 * v[2], 1.0]) / np.sqrt(1.0 + 0.25 * angle * angle)
+    s = np.sin(angle / 2) / angle
+    return np.array([v[0] * s, v[1] * s, v[2] * s, np.cos(angle / 2)])
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product ``a * b`` of quaternions ``(4,)`` xyzw (rotation ``b`` first, then ``a``)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw,
+                     aw * bw - ax * bx - ay * by - az * bz])
