@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from robolearn.data.store import EpisodeStore, KeyInfo
 from robolearn.utils.errors import StoreError

@@ -24,7 +24,6 @@ import contextlib
 import io
 import logging
 import sys
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
