@@ -211,7 +211,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
     finally:
         bar.close()
         runner.close()
-        rb.close() if hasattr(rb, "close") else rb.disconnect()
+        rb.disconnect()
     out = summarize(results)
     lat = np.asarray(runner.latencies) * 1e3
     out.update({

@@ -107,11 +107,6 @@ class SafetyLayer:
             self._last_sent = Command(mode, eef_pos=self._last_pose[0], eef_quat=self._last_pose[1],
                                       gripper=self._last_sent.gripper, timestamp=state.receive_time)
 
-    @property
-    def hold_target(self) -> Command:
-        """The command that holds the robot where it was last sent (what a fault sends)."""
-        return self._last_sent
-
     # ------------------------------------------------------------------ the filter
     def tick(self, now: float) -> Command | None:
         """Watchdog check, once per control period.

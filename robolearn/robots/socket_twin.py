@@ -202,11 +202,7 @@ class SocketTwin:
         except Exception as exc:  # queue.Empty
             self._proc.terminate()
             raise ConnectionError(f"twin server did not start within {timeout_s} s") from exc
-
-        class _Range:  # what twin_limits reads from a TwinSim
-            joint_range = np.asarray(meta["joint_range"])
-
-        self.limits = twin_limits(_Range, **self._limit_args)
+        self.limits = twin_limits(meta["joint_range"], **self._limit_args)
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.setblocking(False)

@@ -130,13 +130,14 @@ class TwinSim:
         self.env.close()
 
 
-def twin_limits(sim: TwinSim, workspace_lower, workspace_upper, eef_speed_max: float,
+def twin_limits(joint_range: np.ndarray, workspace_lower, workspace_upper, eef_speed_max: float,
                 eef_rot_speed_max: float, gripper_speed_max: float) -> RobotLimits:
-    """Limits of the twin: the model's joint ranges and Panda joint speeds, plus the given workspace
-    box (m, world frame) and end-effector speeds (m/s, rad/s, opening/s)."""
-    n = len(sim.joint_range)
+    """Limits of the twin: the model's joint ranges ``(n, 2)`` rad and Panda joint speeds, plus the
+    given workspace box (m, world frame) and end-effector speeds (m/s, rad/s, opening/s)."""
+    joint_range = np.asarray(joint_range, dtype=np.float64)
+    n = len(joint_range)
     vel = PANDA_JOINT_VEL_MAX[:n] if n <= len(PANDA_JOINT_VEL_MAX) else np.full(n, 2.0)
-    return RobotLimits(joint_lower=sim.joint_range[:, 0], joint_upper=sim.joint_range[:, 1], joint_vel_max=vel,
+    return RobotLimits(joint_lower=joint_range[:, 0], joint_upper=joint_range[:, 1], joint_vel_max=vel,
                        workspace_lower=np.asarray(workspace_lower, float), workspace_upper=np.asarray(workspace_upper, float),
                        eef_speed_max=eef_speed_max, eef_rot_speed_max=eef_rot_speed_max,
                        gripper_speed_max=gripper_speed_max)
@@ -163,7 +164,7 @@ class MujocoTwin:
                  eef_speed_max: float = 1.0, eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 10.0,
                  max_catch_up_s: float = 0.05, clock: Callable[[], float] = time.monotonic):
         self.sim = TwinSim(task, robot, model_seed)
-        self.limits = twin_limits(self.sim, workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max,
+        self.limits = twin_limits(self.sim.joint_range, workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max,
                                   gripper_speed_max)
         self.capabilities = Capabilities(control_modes=(ControlMode.EEF_POSE,), has_gripper=True,
                                          max_rate_hz=1.0 / self.sim.dt)

@@ -145,6 +145,11 @@ class Recorder:
             self.discarded += 1
         self.recording = False
 
+    def abort(self) -> None:
+        """Discard the episode in progress, if any (the session is ending without a ``stop``)."""
+        if self.recording:
+            self._stop(keep=False)
+
     def on_slot(self, k: int, deadline: float, state: RobotState) -> bool:
         """Handle queued events, then record this step if an episode is in progress.
 
@@ -300,12 +305,11 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
         session = ControlSession(rb, safety, source, int(round(rate / fps)), on_slot=recorder.on_slot)
         stats = ControlLoop(rate, session.step, realtime=realtime).run(
             duration_s=duration_s, stop_when=lambda: session.done, on_start=getattr(rb, "sync", rb.read_state))
-        if recorder.recording:  # the session ended without quit (duration or disconnect): keep nothing half-done
-            recorder._stop(keep=False)
+        recorder.abort()  # the session ended without quit (duration or disconnect): keep nothing half-done
     finally:
         if store is not None:
             store.close()
-        rb.close() if hasattr(rb, "close") else rb.disconnect()
+        rb.disconnect()
     return {"path": str(out), "committed": recorder.committed, "discarded": recorder.discarded,
             "episodes": EpisodeStore.open(out).n_episodes, "faults": [f.kind.value for f in safety.faults],
             "loop": stats.summary()}
@@ -365,7 +369,7 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
         final = rb.read_state()
         err = float(np.linalg.norm(final.eef_pos - actions[-1][:3])) if absolute else None
     finally:
-        rb.close() if hasattr(rb, "close") else rb.disconnect()
+        rb.disconnect()
     return {"store": str(store_path), "episode": episode, "seed": seed, "steps": len(actions), "absolute": absolute,
             "success": success["any"] if hasattr(rb, "is_success") else None, "final_target_error_m": err,
             "faults": [f.kind.value for f in safety.faults], "loop": stats.summary()}
