@@ -72,12 +72,17 @@ def twin_clock():
     tw.close()
 
 
+def camera(clock):
+    """A synthetic 8x6 RGB camera whose pixels encode the time (ms)."""
+    return lambda: np.full((6, 8, 3), int(clock() * 1000) % 256, np.uint8)
+
+
 def run_session(tw, clock, schedule, store, seconds):
     tw.reset(0)
     kb = KeyboardDevice(speed=0.1, backend=Script(clock, schedule), clock=clock)
     safety = SafetyLayer(tw.limits, tw.capabilities, tw.read_state(), watchdog_timeout=0.1)
     source = TeleopSource(kb, clock=clock)
-    recorder = Recorder(store, tw, source, safety, seed_start=10)
+    recorder = Recorder(store, tw, source, safety, seed_start=10, cameras={"wrist": camera(clock)})
     session = ControlSession(tw, safety, source, ticks_per_slot=25, on_slot=recorder.on_slot, clock=clock)
     ControlLoop(500, session.step, spin_s=0, clock=clock, sleep=clock.sleep).run(
         duration_s=seconds, stop_when=lambda: session.done)
@@ -86,7 +91,8 @@ def run_session(tw, clock, schedule, store, seconds):
 
 def test_record_commits_stopped_episodes_and_drops_discarded_ones(tmp_path, twin_clock):
     tw, clock = twin_clock
-    store = open_record_store(tmp_path / "teleop.zarr", tw, fps=20, append=False, task="lift")
+    store = open_record_store(tmp_path / "teleop.zarr", tw, fps=20, append=False, task="lift",
+                              cameras={"wrist": camera(clock)})
     up = [(0.1 + 0.02 * i, "u") for i in range(25)]  # hold "u" (+z) for 0.5 s
     schedule = [(0.05, "c"), *up, (0.6, " "), (0.8, "s"),   # episode 1: up, close gripper, stop
                 (0.9, "c"), (1.2, "\x7f"),                   # episode 2: discarded
@@ -98,7 +104,11 @@ def test_record_commits_stopped_episodes_and_drops_discarded_ones(tmp_path, twin
     assert s.n_episodes == 1 and s.episode_meta("seed").tolist() == [10]
     ep = s.get_episode(0)
     assert 14 <= len(ep["action"]) <= 16  # 0.05 s .. 0.8 s at 20 Hz
-    assert set(ep) >= {"robot0_eef_pos", "object", "action", "action_abs", "timestamp"}
+    assert set(ep) >= {"robot0_eef_pos", "object", "action", "action_abs", "timestamp", "wrist_image"}
+    assert ep["wrist_image"].shape == (len(ep["action"]), 6, 8, 3) and ep["wrist_image"].dtype == np.uint8
+    # each frame is the one taken at its step (pixel = step time in ms, mod 256)
+    np.testing.assert_array_equal(ep["wrist_image"][:, 0, 0, 0], (np.round(ep["timestamp"][:, 0] * 1000) % 256))
+    assert s.key_info("wrist_image").units == "pixel"
     np.testing.assert_allclose(np.diff(ep["timestamp"][:, 0]), 0.05, atol=1e-9)
     z = ep["action_abs"][:, 2]
     assert z[-1] - z[0] == pytest.approx(0.058, abs=0.003)  # "u" active 0.10 .. 0.68 s at 0.1 m/s
@@ -112,3 +122,25 @@ def test_record_commits_stopped_episodes_and_drops_discarded_ones(tmp_path, twin
     session = ControlSession(tw, safety, source, 25, clock=clock)
     ControlLoop(500, session.step, spin_s=0, clock=clock, sleep=clock.sleep).run(duration_s=len(z) * 0.05 + 0.3)
     assert np.linalg.norm(tw.read_state().eef_pos - ep["action_abs"][-1, :3]) < 0.01
+
+
+def test_opencv_camera_reads_newest_frames_without_blocking(tmp_path):
+    import cv2
+
+    from robolearn.teleop.cameras import OpenCVCamera
+    from robolearn.utils.errors import DeviceError
+
+    path = str(tmp_path / "cam.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (32, 24))
+    for i in range(10):
+        writer.write(np.full((24, 32, 3), (0, 0, 200), np.uint8))  # BGR: red
+    writer.release()
+    cam = OpenCVCamera(path, loop=True)
+    try:
+        frame, t = cam.read()
+        assert frame.shape == (24, 32, 3) and frame.dtype == np.uint8 and t > 0
+        assert frame[..., 0].mean() > 150 and frame[..., 2].mean() < 50  # converted to RGB
+    finally:
+        cam.close()
+    with pytest.raises(DeviceError, match="cannot be opened"):
+        OpenCVCamera(str(tmp_path / "missing.avi"))

@@ -8,8 +8,9 @@ step (slot) of the loop and writes what happened to a Zarr episode store:
   environment; otherwise ``eef_pos``, ``eef_quat``, ``gripper``, ``joint_pos`` from the robot state),
   ``action`` in the task's convention (for Lift: the target minus the measured pose, m and an
   axis-angle in rad, and the gripper in ``[-1, 1]``, -1 open, as ``robolearn collect`` writes),
-  ``action_abs`` (the absolute target: position m, quaternion xyzw, opening in ``[0, 1]``) and
-  ``timestamp`` (the loop's deadline, monotonic s);
+  ``action_abs`` (the absolute target: position m, quaternion xyzw, opening in ``[0, 1]``),
+  ``timestamp`` (the loop's deadline, monotonic s) and one ``<camera>_image`` key per camera of the
+  robot's config (``uint8 (H, W, 3)``, one frame per chunk);
 * events: ``start`` begins an episode (on the twin, from the next seed's scene), ``stop`` commits
   it, ``discard`` throws the episode in progress away, ``quit`` ends the session and discards an
   episode still in progress. Every committed episode is on disk at its commit, so a crash later
@@ -100,6 +101,8 @@ class Recorder:
         safety: the safety layer (re-anchored when the twin resets).
         seed_start: first scene seed on the twin (one per started episode).
         max_steps: an episode is stopped (committed) after this many steps.
+        cameras: ``{name: () -> uint8 (H, W, 3)}``, each stored as key ``<name>_image`` (the newest
+            frame at the step; a camera must not block, see :mod:`robolearn.teleop.cameras`).
 
     Attributes:
         committed, discarded: episode counts of this session.
@@ -107,8 +110,9 @@ class Recorder:
     """
 
     def __init__(self, store: EpisodeStore, robot, source: TeleopSource, safety, seed_start: int = 0,
-                 max_steps: int = 10_000):
+                 max_steps: int = 10_000, cameras: dict[str, Callable[[], np.ndarray]] | None = None):
         self.store, self.robot, self.source, self.safety = store, robot, source, safety
+        self.cameras = dict(cameras or {})
         self.seed = int(seed_start)
         self.max_steps = int(max_steps)
         self.recording = False
@@ -173,7 +177,8 @@ class Recorder:
         if self.recording and self.source.target is not None:
             pos, quat = self.source.target
             g = self.source.gripper
-            self.store.add_step({**robot_obs(self.robot, state), "action": delta_action(pos, quat, g, state),
+            images = {f"{name}_image": cam() for name, cam in self.cameras.items()}
+            self.store.add_step({**robot_obs(self.robot, state), **images, "action": delta_action(pos, quat, g, state),
                                  "action_abs": np.concatenate([pos, quat, [g]]).astype(np.float32),
                                  "timestamp": np.array([deadline], np.float64)})
             if self.store.episode_in_progress >= self.max_steps:
@@ -191,7 +196,8 @@ def robot_obs(robot, state: RobotState) -> dict[str, np.ndarray]:
             "gripper": np.array([state.gripper], np.float32), "joint_pos": state.joint_pos.astype(np.float32)}
 
 
-def open_record_store(path, robot, fps: float, append: bool, task: str | None) -> EpisodeStore:
+def open_record_store(path, robot, fps: float, append: bool, task: str | None,
+                      cameras: dict[str, Callable[[], np.ndarray]] | None = None) -> EpisodeStore:
     """Open (``append``) or create the store a recording session writes (``robot`` connected: its
     observation keys are declared from a first reading).
 
@@ -220,6 +226,12 @@ def open_record_store(path, robot, fps: float, append: bool, task: str | None) -
 
     for k, v in robot_obs(robot, robot.read_state()).items():
         store.define_key(k, OBS_DOC.get(k, KeyInfo(v.shape, "float32", None, f"observation '{k}'")))
+    for name, cam in (cameras or {}).items():
+        frame = np.asarray(cam())
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise StoreError(f"camera {name!r} gives {frame.dtype} {frame.shape}; expected uint8 (H, W, 3)")
+        store.define_key(f"{name}_image", KeyInfo(frame.shape, "uint8", "pixel", f"camera '{name}', RGB"),
+                         chunk_steps=1)
     store.define_key("action", KeyInfo((7,), "float32", "m, rad, gripper", "target minus measured EEF pose + gripper"))
     store.define_key("action_abs", KeyInfo((8,), "float32", "m, xyzw, opening 0..1", "absolute EEF target + gripper opening"))
     store.define_key("timestamp", KeyInfo((1,), "float64", "s", "loop deadline of the step, monotonic clock"))
@@ -292,21 +304,27 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
     rate = float(rcfg["rate_hz"])
     if abs(rate / fps - round(rate / fps)) > 1e-9:
         raise ConfigError(f"loop rate {rate} Hz is not a multiple of the recording rate {fps} Hz")
+    from robolearn.teleop.cameras import make_cameras
+
     rb = make_robot(rcfg)
     rb.connect()
     store = None
+    cameras = {}
     try:
+        cameras = make_cameras(rcfg.get("cameras"))
         if hasattr(rb, "reset"):
             rb.reset(seed_start)
-        store = open_record_store(out, rb, fps, append, rcfg.get("task"))
+        store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras)
         safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
         source = TeleopSource(device)
-        recorder = Recorder(store, rb, source, safety, seed_start=seed_start, max_steps=max_steps)
+        recorder = Recorder(store, rb, source, safety, seed_start=seed_start, max_steps=max_steps, cameras=cameras)
         session = ControlSession(rb, safety, source, int(round(rate / fps)), on_slot=recorder.on_slot)
         stats = ControlLoop(rate, session.step, realtime=realtime).run(
             duration_s=duration_s, stop_when=lambda: session.done, on_start=getattr(rb, "sync", rb.read_state))
         recorder.abort()  # the session ended without quit (duration or disconnect): keep nothing half-done
     finally:
+        for cam in cameras.values():
+            cam.close()
         if store is not None:
             store.close()
         rb.disconnect()
