@@ -99,6 +99,28 @@ def bench_env(cfg, steps: int) -> dict:
             "reset_ms": round(reset_ms, 2)}
 
 
+def bench_expert_env(task_cfg, episodes: int) -> dict:
+    """Env steps/s with the scripted expert acting (contacts, grasp, insertion), expert time excluded."""
+    from robolearn.envs import make_env, make_expert
+
+    env, expert = make_env(task_cfg), make_expert(task_cfg.name)
+    steps, env_s, successes = 0, 0.0, 0
+    for seed in range(episodes):
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        for _ in range(env.max_episode_steps):
+            action = expert(obs)
+            t = time.perf_counter()
+            obs, _, term, trunc, info = env.step(action)
+            env_s += time.perf_counter() - t
+            steps += 1
+            if term or trunc:
+                break
+        successes += bool(info["is_success"])
+    return {"task": task_cfg.name, "env_steps_per_s_expert": round(steps / env_s, 1), "expert_steps": steps,
+            "expert_success": f"{successes}/{episodes}"}
+
+
 def main():
     from robolearn.utils.config import load_config
 
@@ -108,8 +130,11 @@ def main():
     ap.add_argument("--env-steps", type=int, default=1000)
     args = ap.parse_args()
     cfg = load_config()
+    insertion = load_config(["task=insertion"])
     result = {"benchmark": "core", "machine": machine(), "training": bench_training(cfg, args.train_steps),
-              "env": bench_env(cfg, args.env_steps)}
+              "env": bench_env(cfg, args.env_steps),
+              "env_insertion": {**bench_env(insertion, 10 * args.env_steps),
+                                **bench_expert_env(insertion.task, 200)}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-TASK_TYPES = {"lift": "robosuite"}
+TASK_TYPES = {"lift": "robosuite", "insertion": "mujoco"}
 
 
 def make_env(task_cfg: Mapping[str, Any]):
@@ -21,6 +21,11 @@ def make_env(task_cfg: Mapping[str, Any]):
         return RobosuiteEnv(task=name, robot=task_cfg.get("robot", "Panda"),
                             max_episode_steps=int(task_cfg.get("max_episode_steps", 160)),
                             control_freq=float(task_cfg.get("control_freq", 20)))
+    if kind == "mujoco" and name == "insertion":
+        from robolearn.envs.insertion import InsertionEnv
+
+        return InsertionEnv(max_episode_steps=int(task_cfg.get("max_episode_steps", 200)),
+                            hold_steps=int(task_cfg.get("hold_steps", 5)))
     raise ValueError(f"unknown task {name!r} of type {kind!r}; known tasks: {sorted(TASK_TYPES)}")
 
 
@@ -34,4 +39,8 @@ def make_expert(task_name: str, **kwargs):
         from robolearn.envs.experts import LiftExpert
 
         return LiftExpert(**kwargs)
+    if task_name == "insertion":
+        from robolearn.envs.insertion import InsertionExpert
+
+        return InsertionExpert(**kwargs)
     raise ValueError(f"no scripted expert for task {task_name!r}")

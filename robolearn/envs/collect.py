@@ -17,6 +17,11 @@ OBS_DOC = {
 }
 
 
+def _action_doc(env) -> KeyInfo:
+    units = "m, rad, gripper" if "rad" in " ".join(env.action_layout) else "m, gripper"
+    return KeyInfo(env.action_space.shape, "float32", units, f"{env.action_type}: " + ", ".join(env.action_layout))
+
+
 def collect_demos(
     task_cfg: Mapping[str, Any],
     out: str | Path,
@@ -67,15 +72,14 @@ def collect_demos(
         low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
         store = EpisodeStore.create(
             out, fps=float(task_cfg.get("control_freq", 20)), robot=task_cfg.get("robot"), overwrite=overwrite,
-            action_space={"type": "eef_delta_pose_world", "dim": len(low), "low": low, "high": high,
-                          "layout": ["dx m", "dy m", "dz m", "drx rad", "dry rad", "drz rad", "gripper [-1 open, 1 close]"]},
+            action_space={"type": env.action_type, "dim": len(low), "low": low, "high": high,
+                          "layout": list(env.action_layout)},
             attrs={"task": task_cfg["name"], "source": "scripted_expert"},
         )
         obs, _ = env.reset(seed=seed_start)
         for k, v in obs.items():
             store.define_key(k, OBS_DOC.get(k, KeyInfo(v.shape, "float32", None, f"{task_cfg['name']} object state")))
-        store.define_key("action", KeyInfo(env.action_space.shape, "float32", "m, rad, gripper",
-                                           "commanded EEF delta pose per step + gripper"))
+        store.define_key("action", _action_doc(env))
 
     kept = dropped = steps = 0
     t0 = time.monotonic()

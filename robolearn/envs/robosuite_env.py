@@ -103,6 +103,9 @@ class RobosuiteEnv(gym.Env):
     """
 
     metadata = {"render_modes": []}
+    #: What the action means (stored with demonstrations) and its layout, one entry per dimension.
+    action_type = "eef_delta_pose_world"
+    action_layout = ("dx m", "dy m", "dz m", "drx rad", "dry rad", "drz rad", "gripper [-1 open, 1 close]")
 
     def __init__(
         self,
