@@ -10,7 +10,11 @@ def _policy_class(name: str):
         from robolearn.policies.diffusion.policy import DiffusionPolicy
 
         return DiffusionPolicy
-    raise ValueError(f"unknown policy type {name!r}; known: ['diffusion']")
+    if name == "act":
+        from robolearn.policies.act.policy import ACTPolicy
+
+        return ACTPolicy
+    raise ValueError(f"unknown policy type {name!r}; known: ['act', 'diffusion']")
 
 
 def build_policy_from_kwargs(name: str, kwargs: Mapping[str, Any], stats=None):
