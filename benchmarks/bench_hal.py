@@ -124,7 +124,6 @@ def watchdog(timeout_s: float = 0.1, run_s: float = 1.0) -> dict:
     safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), watchdog_timeout=timeout_s)
     source = StopsAt(time.monotonic() + 0.5)
     session = ControlSession(rb, safety, source)
-    session.record_sent = True
     held_at = {}
 
     def step(k, deadline):

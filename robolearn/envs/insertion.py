@@ -60,7 +60,6 @@ class InsertionEnv(gym.Env):
         self._hand_qpos = m.joint("hand").qposadr[0]
         self._grip = m.site("grip").id
         self._peg_qpos = m.joint("peg").qposadr[0]
-        self._peg_body = m.body("peg").id
         self._fingers = [m.joint("finger_l").qposadr[0], m.joint("finger_r").qposadr[0]]
         self._peg_bottom = m.site("peg_bottom").id
         self._hole = m.site("hole").id
