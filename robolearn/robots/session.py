@@ -70,6 +70,34 @@ class AbsoluteEefAdapter:
 ADAPTERS = {"delta_eef": DeltaEefAdapter, "absolute_eef": AbsoluteEefAdapter}
 
 
+class ChunkCommands:
+    """Commands from a scheduler's actions through an adapter: a fresh one every period when the
+    adapter interpolates (absolute actions), else one per slot, built from the state at the slot's
+    start and held for the slot (relative actions). ``None`` until the scheduler has an action.
+
+    Raises:
+        ValueError: scheduler and adapter disagree on action size or interpolation.
+    """
+
+    def __init__(self, scheduler: ActionScheduler, adapter):
+        if scheduler.action_dim != adapter.action_dim or scheduler.interpolate != adapter.interpolate:
+            raise ValueError("scheduler and adapter disagree on action size or interpolation")
+        self.scheduler, self.adapter = scheduler, adapter
+        self.held: Command | None = None
+
+    def reset(self) -> None:
+        """Forget the scheduler's chunks and the held command."""
+        self.scheduler.reset()
+        self.held = None
+
+    def command(self, deadline: float, state: RobotState, slot_start: bool) -> Command | None:
+        """The command for the period at ``deadline`` (monotonic s)."""
+        if self.adapter.interpolate or slot_start:
+            action = self.scheduler.get(deadline)
+            self.held = None if action is None else self.adapter.to_command(action, state, deadline)
+        return self.held
+
+
 class CommandSource(Protocol):
     """Proposes a command each loop period (or ``None`` when it has nothing new)."""
 
@@ -100,20 +128,18 @@ class PolicySource:
 
     def __init__(self, runner: PolicyRunner, scheduler: ActionScheduler, adapter, obs_fn: Callable[[], dict],
                  n_obs_steps: int, n_action_steps: int, slot_s: float):
-        if scheduler.action_dim != adapter.action_dim or scheduler.interpolate != adapter.interpolate:
-            raise ValueError("scheduler and adapter disagree on action size or interpolation")
+        self.commands = ChunkCommands(scheduler, adapter)
         self.runner, self.scheduler, self.adapter, self.obs_fn = runner, scheduler, adapter, obs_fn
         self.n_obs_steps, self.n_action_steps, self.slot_s = n_obs_steps, n_action_steps, slot_s
         self.history: deque = deque(maxlen=n_obs_steps)
-        self._slot_command: Command | None = None
         self._chunk_t_obs: float | None = None
+        self._obs_due: float | None = None  # start time of the slot whose observation is still to take
         self.n_chunks = 0
 
     def reset(self) -> None:
         """Forget the episode's history, chunks and held command."""
         self.history.clear()
-        self.scheduler.reset()
-        self._slot_command = None
+        self.commands.reset()
         self._chunk_t_obs = None
         self._obs_due = None
 
@@ -148,13 +174,7 @@ class PolicySource:
             # (physics, action, safety) and the observation's work do not land in the same period.
             self._observe(self._obs_due)
             self._obs_due = None
-        if self.adapter.interpolate:
-            action = self.scheduler.get(deadline)
-            return None if action is None else self.adapter.to_command(action, state, deadline)
-        if slot_start:
-            action = self.scheduler.get(deadline)
-            self._slot_command = None if action is None else self.adapter.to_command(action, state, deadline)
-        return self._slot_command
+        return self.commands.command(deadline, state, slot_start)
 
 
 class ControlSession:

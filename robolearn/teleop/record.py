@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation
 
 from robolearn.data.store import EpisodeStore, KeyInfo
 from robolearn.robots.scheduler import ActionScheduler
-from robolearn.robots.session import AbsoluteEefAdapter, DeltaEefAdapter
+from robolearn.robots.session import AbsoluteEefAdapter, ChunkCommands, DeltaEefAdapter
 from robolearn.robots.types import Command, ControlMode, RobotState
 from robolearn.teleop.devices import TeleopInput
 
@@ -254,13 +254,13 @@ class ReplaySource:
     """
 
     def __init__(self, actions: np.ndarray, step_s: float, absolute: bool):
-        self.adapter = AbsoluteEefAdapter() if absolute else DeltaEefAdapter()
-        self.scheduler = ActionScheduler(self.adapter.action_dim, interpolate=self.adapter.interpolate,
-                                         quat_slice=self.adapter.quat_slice)
+        adapter = AbsoluteEefAdapter() if absolute else DeltaEefAdapter()
+        self.scheduler = ActionScheduler(adapter.action_dim, interpolate=adapter.interpolate,
+                                         quat_slice=adapter.quat_slice)
+        self.commands = ChunkCommands(self.scheduler, adapter)
         self.actions = np.asarray(actions, np.float64)
         self.step_s = float(step_s)
         self.end_time: float | None = None
-        self._slot_command: Command | None = None
 
     def command(self, k: int, deadline: float, state: RobotState, slot_start: bool) -> Command | None:
         """See :class:`~robolearn.robots.session.CommandSource`."""
@@ -268,12 +268,8 @@ class ReplaySource:
             self.scheduler.add_chunk(self.actions, t0=deadline, dt=self.step_s, now=deadline)
             self.end_time = deadline + self.step_s * len(self.actions)
         if deadline >= self.end_time:  # past the recording: keep the final target (settling)
-            return self._slot_command
-        if self.adapter.interpolate:
-            self._slot_command = self.adapter.to_command(self.scheduler.get(deadline), state, deadline)
-        elif slot_start:
-            self._slot_command = self.adapter.to_command(self.scheduler.get(deadline), state, deadline)
-        return self._slot_command
+            return self.commands.held
+        return self.commands.command(deadline, state, slot_start)
 
 
 def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False, seed_start: int = 0,
