@@ -86,3 +86,61 @@ def test_realtime_degrades_gracefully_without_privilege(monkeypatch):
 def test_bad_rate():
     with pytest.raises(ValueError, match="rate_hz"):
         ControlLoop(0, lambda k, d: None)
+
+
+class _Cycle:
+    """A reference cycle: freed only by the garbage collector."""
+
+    def __init__(self):
+        self.me = self
+
+
+def _garbage_step(clock, work_s):
+    def step(k, deadline):
+        for _ in range(300):
+            _Cycle()
+        clock.t += work_s
+    return step
+
+
+def test_gc_runs_only_in_slack_and_state_is_restored():
+    import gc
+
+    gc.enable()
+    clock = FakeClock()
+    loop = ControlLoop(500, _garbage_step(clock, 0.0004), spin_s=0.0002, clock=clock, sleep=clock.sleep)
+    collections_in_step = []
+    orig_step = loop.step_fn
+
+    def step(k, deadline):
+        before = gc.get_stats()[0]["collections"]
+        orig_step(k, deadline)
+        collections_in_step.append(gc.get_stats()[0]["collections"] - before)
+
+    loop.step_fn = step
+    stats = loop.run(max_steps=200)
+    assert gc.isenabled()  # restored after the run
+    assert sum(collections_in_step) == 0  # no automatic collection inside a step
+    assert sum(stats.gc_runs) > 0 and stats.gc_forced == 0  # the loop collected in its slack
+    assert stats.overruns == 0
+
+
+def test_gc_without_slack_is_forced_only_when_far_behind():
+    import gc
+
+    clock = FakeClock()
+    # Every step takes almost the whole period: never enough slack, so only forced collections run.
+    loop = ControlLoop(500, _garbage_step(clock, 0.00195), spin_s=0.0, gc_force_factor=5.0,
+                       clock=clock, sleep=clock.sleep)
+    stats = loop.run(max_steps=100)
+    threshold0 = gc.get_threshold()[0]
+    assert stats.gc_forced == sum(stats.gc_runs) > 0
+    # 300 objects per step, forced at 5 thresholds: about 30,000 / (5 * threshold0) collections.
+    assert sum(stats.gc_runs) <= 100 * 300 // (5 * threshold0) + 1
+
+
+def test_gc_settings_are_validated():
+    with pytest.raises(ValueError, match="gc_slack_s"):
+        ControlLoop(100, lambda k, d: None, gc_slack_s=-1)
+    with pytest.raises(ValueError, match="gc_force_factor"):
+        ControlLoop(100, lambda k, d: None, gc_force_factor=0.5)
