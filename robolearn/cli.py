@@ -42,6 +42,8 @@ def cmd_inspect(args) -> int:
             flat_max = _flatten(info["max"])
             rng = f"  min {fmt(flat_min)}  max {fmt(flat_max)}"
         units = f" ({info['units']})" if info.get("units") else ""
+        if info.get("codec"):
+            units += f" image, codec {info['codec']}"
         print(f"    {name:24s} {str(tuple(info['shape'])):12s} {info['dtype']:8s}{units}{rng}")
     if summary["meta_keys"]:
         print(f"  per-episode meta: {', '.join(summary['meta_keys'])}")
@@ -63,7 +65,8 @@ def cmd_collect(args) -> int:
     from robolearn.envs.collect import collect_demos
     from robolearn.utils.config import load_config
 
-    cfg = load_config([f"task={args.task}", *args.overrides])
+    cams = [f"task.cameras=[{','.join(args.cameras)}]"] if args.cameras else []
+    cfg = load_config([f"task={args.task}", *cams, *args.overrides])
     out = args.out or cfg.data.path
     result = collect_demos(cfg.task, out, args.episodes, seed_start=args.seed_start, keep_failed=args.keep_failed,
                            append=args.append, overwrite=args.overwrite)
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="store path (default: data.path of the config)")
     c.add_argument("--seed-start", type=int, default=0)
     c.add_argument("--keep-failed", action="store_true", help="also keep episodes the expert failed")
+    c.add_argument("--cameras", nargs="+", metavar="CAMERA",
+                   help="also record these cameras as <camera>_image keys (e.g. agentview)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--append", action="store_true", help="add episodes to an existing store")
     g.add_argument("--overwrite", action="store_true", help="replace an existing store")

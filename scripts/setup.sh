@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
+# Offscreen rendering on CPU machines (camera observations, eval videos) needs OSMesa.
+if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+    if command -v apt-get >/dev/null 2>&1; then
+        $SUDO apt-get install -y -q libosmesa6 >/dev/null 2>&1 \
+            || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q libosmesa6 >/dev/null 2>&1; } \
+            || echo "warning: could not install libosmesa6: camera rendering will be unavailable" >&2
+    else
+        echo "warning: no apt-get; install OSMesa (or use a GPU with MUJOCO_GL=egl) for camera rendering" >&2
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

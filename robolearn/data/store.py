@@ -11,6 +11,13 @@ Root attributes hold ``schema_version``, ``fps`` (control frequency, Hz), ``robo
 ``action_space`` and free-form extras; each ``data/<key>`` array's attributes hold ``units`` and
 ``description``.
 
+Images. A key whose per-step shape is ``(H, W, C)`` with ``C`` in 1, 3 or 4 and dtype ``uint8`` is an
+image: it is stored one frame per chunk, compressed by an image codec from ``imagecodecs`` chosen per
+key (:data:`IMAGE_CODECS`; lossless WebP by default, JPEG or JPEG 2000 for real cameras where lossy
+frames are acceptable). The codec is recorded in the array's metadata, so any zarr reader with
+``imagecodecs`` registered decodes it; Diffusion Policy's image datasets (JPEG 2000) open the same
+way. In format-3 stores images fall back to lossless Blosc.
+
 Format written: zarr format 2 directories by default (readable by zarr 2.x tooling such as Diffusion
 Policy's and by zarr 3), format 3 on request. Read: format 2 and 3 directories and ``.zarr.zip``
 files (read-only).
@@ -59,6 +66,54 @@ class KeyInfo:
     dtype: str
     units: str | None = None
     description: str | None = None
+    codec: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """``uint8 (H, W, C)`` with ``C`` in 1, 3, 4: stored one frame per chunk with an image codec."""
+        return is_image_key(self.shape, self.dtype)
+
+
+def is_image_key(shape, dtype) -> bool:
+    """Whether a per-step ``shape`` and ``dtype`` describe an image (``uint8 (H, W, C)``, C in 1, 3, 4)."""
+    shape = tuple(shape)
+    return np.dtype(dtype) == np.uint8 and len(shape) == 3 and shape[-1] in (1, 3, 4)
+
+
+#: Image codecs by name: ``imagecodecs.numcodecs`` class and its arguments. ``webp`` and ``png`` are
+#: lossless; ``jpeg`` (quality 90) and ``jpeg2k`` (level 50, Diffusion Policy's choice) are lossy.
+IMAGE_CODECS = {
+    "webp": ("Webp", {"level": 100, "lossless": True}),
+    "png": ("Png", {}),
+    "jpeg": ("Jpeg", {"level": 90}),
+    "jpeg2k": ("Jpeg2k", {"level": 50}),
+}
+DEFAULT_IMAGE_CODEC = "webp"
+_CODECS_REGISTERED = False
+
+
+def register_image_codecs() -> None:
+    """Register ``imagecodecs``' numcodecs codecs (idempotent), so image arrays can be decoded."""
+    global _CODECS_REGISTERED
+    if not _CODECS_REGISTERED:
+        from imagecodecs.numcodecs import register_codecs
+
+        register_codecs(verbose=False)
+        _CODECS_REGISTERED = True
+
+
+def image_codec(name: str):
+    """The numcodecs codec object for image codec ``name`` (a key of :data:`IMAGE_CODECS`).
+
+    Raises:
+        StoreError: unknown codec name.
+    """
+    if name not in IMAGE_CODECS:
+        raise StoreError(f"unknown image codec {name!r}; known: {sorted(IMAGE_CODECS)}")
+    import imagecodecs.numcodecs as icn
+
+    cls_name, kwargs = IMAGE_CODECS[name]
+    return getattr(icn, cls_name)(**kwargs)
 
 
 def _is_zip(path: Path) -> bool:
@@ -69,6 +124,7 @@ def _open_zarr_group(path: Path, mode: str):
     """Open the zarr group at ``path`` (a directory or a ``.zip`` file) without creating anything."""
     import zarr
 
+    register_image_codecs()
     if not path.exists():
         raise StoreError(f"{path}: no such file or directory")
     try:
@@ -108,6 +164,7 @@ class EpisodeStore:
     """
 
     def __init__(self, group, path: Path, writable: bool, flush_every: int = 256):
+        register_image_codecs()
         self._root = group
         self.path = Path(path)
         self.writable = writable
@@ -315,6 +372,7 @@ class EpisodeStore:
             dtype=str(arr.dtype),
             units=arr.attrs.get("units"),
             description=arr.attrs.get("description"),
+            codec=arr.attrs.get("codec"),
         )
 
     def _array(self, key: str):
@@ -375,11 +433,15 @@ class EpisodeStore:
 
         Args:
             name: key; ``/`` is not allowed.
-            info: per-step shape, dtype, units, description.
-            chunk_steps: time steps per chunk (default: about 1 MiB per chunk, at most 4096 steps).
+            info: per-step shape, dtype, units, description; for an image key (see
+                :func:`is_image_key`) ``info.codec`` picks the image codec (default
+                :data:`DEFAULT_IMAGE_CODEC`).
+            chunk_steps: time steps per chunk (default: about 1 MiB per chunk, at most 4096 steps;
+                one frame for images).
 
         Raises:
-            StoreError: the store is read-only, the key exists, or episodes are already committed.
+            StoreError: the store is read-only, the key exists, episodes are already committed,
+                or the codec is unknown.
         """
         self._require_writable()
         if "/" in name or not name:
@@ -390,16 +452,26 @@ class EpisodeStore:
         if self.n_steps > 0:
             raise StoreError(f"{self.path}: cannot add key 'data/{name}' to a store with committed steps")
         dtype = np.dtype(info.dtype)
-        step_bytes = max(1, int(np.prod(info.shape, dtype=np.int64)) * dtype.itemsize)
-        if chunk_steps is None:
-            chunk_steps = int(min(4096, max(1, (1 << 20) // step_bytes)))
         fmt = self._root.metadata.zarr_format
+        codec = None
+        if info.is_image:
+            codec = info.codec or DEFAULT_IMAGE_CODEC
+            compressor = image_codec(codec)
+            if fmt == 2:
+                chunk_steps, kwargs = 1, {"compressors": compressor}
+            else:  # imagecodecs' numcodecs classes are format-2 compressors
+                codec, chunk_steps, kwargs = "blosc-zstd", 1, _compressor_kwargs(fmt, dtype)
+        else:
+            step_bytes = max(1, int(np.prod(info.shape, dtype=np.int64)) * dtype.itemsize)
+            if chunk_steps is None:
+                chunk_steps = int(min(4096, max(1, (1 << 20) // step_bytes)))
+            kwargs = _compressor_kwargs(fmt, dtype)
         arr = data.create_array(
-            name, shape=(0, *info.shape), chunks=(chunk_steps, *info.shape), dtype=dtype,
-            fill_value=0, **_compressor_kwargs(fmt, dtype),
+            name, shape=(0, *info.shape), chunks=(chunk_steps, *info.shape), dtype=dtype, fill_value=0, **kwargs,
         )
         arr.attrs.update(
-            {"units": info.units, "description": info.description, "dtype": str(dtype)}
+            {"units": info.units, "description": info.description, "dtype": str(dtype),
+             **({"codec": codec} if codec else {})}
         )
         self._arrays = None
 
@@ -561,7 +633,9 @@ class EpisodeStore:
         for k in self.keys:
             info = self.key_info(k)
             entry: dict[str, Any] = {"shape": list(info.shape), "dtype": info.dtype, "units": info.units}
-            if n:
+            if info.is_image:
+                entry["codec"] = info.codec
+            elif n:
                 arr = self._array(k)
                 lo, hi = None, None
                 step = max(1, arr.chunks[0])

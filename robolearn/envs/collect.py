@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from robolearn.data.store import EpisodeStore, KeyInfo
+from robolearn.data.store import EpisodeStore, KeyInfo, is_image_key
 from robolearn.utils.errors import StoreError
 
 OBS_DOC = {
@@ -59,7 +59,7 @@ def collect_demos(
 
     out = Path(out)
     env = make_env(task_cfg)
-    expert = make_expert(task_cfg["name"])
+    expert = make_expert(task_cfg.get("env") or task_cfg["name"])
     if out.exists() and not overwrite:
         if not append:
             raise StoreError(f"{out}: already exists (use --append to add episodes or --overwrite to replace it)")
@@ -74,11 +74,20 @@ def collect_demos(
             out, fps=float(task_cfg.get("control_freq", 20)), robot=task_cfg.get("robot"), overwrite=overwrite,
             action_space={"type": env.action_type, "dim": len(low), "low": low, "high": high,
                           "layout": list(env.action_layout)},
-            attrs={"task": task_cfg["name"], "source": "scripted_expert"},
+            attrs={"task": task_cfg["name"], "source": "scripted_expert",
+                   "cameras": {c: {"height": int(task_cfg.get("image_size", (84, 84))[0]),
+                                   "width": int(task_cfg.get("image_size", (84, 84))[1])}
+                               for c in (task_cfg.get("cameras") or [])}},
         )
         obs, _ = env.reset(seed=seed_start)
+        codec = task_cfg.get("image_codec")
         for k, v in obs.items():
-            store.define_key(k, OBS_DOC.get(k, KeyInfo(v.shape, "float32", None, f"{task_cfg['name']} object state")))
+            if is_image_key(v.shape, v.dtype):
+                info = KeyInfo(v.shape, "uint8", None, f"RGB image of camera {k[:-len('_image')]}, top row first",
+                               codec=codec)
+            else:
+                info = OBS_DOC.get(k, KeyInfo(v.shape, "float32", None, f"{task_cfg['name']} object state"))
+            store.define_key(k, info)
         store.define_key("action", _action_doc(env))
 
     kept = dropped = steps = 0

@@ -11,12 +11,16 @@ re-placing the hole block (a model field, no recompiling) and the peg, and the p
   hole position m (the hole's floor centre), peg-bottom-to-hole-floor vector m.
 * Action (4,): gripper displacement ``[dx, dy, dz]`` m for this step (clipped to 1 cm; applied in
   four equal sub-moves of the mocap target), then the gripper command in ``[-1, 1]`` (-1 open, +1 close).
+* Cameras (optional): ``cameras=("top", "front")`` adds ``"<camera>_image"`` keys, ``uint8 (H, W, 3)``;
+  ``render_mode="rgb_array"`` makes :meth:`render` return frames for videos.
 * Control at 20 Hz: one step is 12 physics steps of 4 ms.
 * Success: the peg's bottom is at least 2.5 cm down the 4 cm hole and within 3 mm of its axis, held
   for ``hold_steps`` consecutive steps (``info["is_success"]``; ``terminated`` on success).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import gymnasium as gym
 import mujoco
@@ -35,20 +39,32 @@ class InsertionEnv(gym.Env):
         max_episode_steps: truncation (steps at 20 Hz).
         hold_steps: consecutive inserted steps needed for success.
         terminate_on_success: end the episode on success.
+        cameras: cameras whose images join the observation (``"top"``, ``"front"``).
+        image_size: ``(height, width)`` of camera observations, pixels.
+        render_mode: ``None`` or ``"rgb_array"`` (then :meth:`render` returns a frame).
+        render_camera, render_size: camera and ``(height, width)`` of :meth:`render`.
 
     Raises:
         FileNotFoundError: the shipped MJCF is missing (broken install).
+        ValueError: an unknown camera or render mode.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     #: What the action means (stored with demonstrations) and its layout, one entry per dimension.
     action_type = "eef_displacement_world"
     action_layout = ("dx m", "dy m", "dz m", "gripper [-1 open, 1 close]")
     SUBSTEPS = 12
     SUBMOVES = 4
 
-    def __init__(self, max_episode_steps: int = 200, hold_steps: int = 5, terminate_on_success: bool = True):
+    def __init__(self, max_episode_steps: int = 200, hold_steps: int = 5, terminate_on_success: bool = True,
+                 cameras: Sequence[str] = (), image_size: Sequence[int] = (84, 84), render_mode: str | None = None,
+                 render_camera: str = "front", render_size: Sequence[int] = (240, 320)):
+        from robolearn.envs.rendering import EnvCameras
         from robolearn.utils.paths import sim_dir
+
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
 
         self.model = mujoco.MjModel.from_xml_path(str(sim_dir() / "insertion.xml"))
         self.data = mujoco.MjData(self.model)
@@ -64,10 +80,13 @@ class InsertionEnv(gym.Env):
         self._peg_bottom = m.site("peg_bottom").id
         self._hole = m.site("hole").id
         self.control_dt = self.SUBSTEPS * m.opt.timestep
+        self.cameras = EnvCameras(cameras, image_size, render_camera, render_size)
+        self.cameras.check(m)
         self.observation_space = gym.spaces.Dict({
             "robot0_eef_pos": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
             "robot0_gripper_qpos": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
             "object": gym.spaces.Box(-np.inf, np.inf, (13,), np.float32),
+            **self.cameras.spaces(),
         })
         high = np.array([MAX_STEP_M] * 3 + [1.0], np.float32)
         self.action_space = gym.spaces.Box(-high, high, dtype=np.float32)
@@ -134,7 +153,18 @@ class InsertionEnv(gym.Env):
         obj = np.concatenate([peg_pos, wxyz[1:], wxyz[:1], hole, hole - d.site_xpos[self._peg_bottom]])
         return {"robot0_eef_pos": d.site_xpos[self._grip].astype(np.float32),
                 "robot0_gripper_qpos": d.qpos[self._fingers].astype(np.float32),
-                "object": obj.astype(np.float32)}
+                "object": obj.astype(np.float32),
+                **self.cameras.obs(self.model, d)}
+
+    def render(self):
+        """A ``uint8 (H, W, 3)`` frame of the render camera with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.cameras.frame(self.model, self.data)
+
+    def close(self):
+        """Release the renderers."""
+        self.cameras.close()
 
 
 class InsertionExpert:

@@ -14,6 +14,10 @@ One adapter turns a robosuite manipulation task into a :class:`gymnasium.Env` wi
   the number a policy emits and the goal offset it asks for;
 * seeded resets that reuse the compiled model (``hard_reset=False``): ``reset(seed=s)`` reseeds the
   object placement and the robot's initial-joint noise, so the same seed gives the same episode;
+* optional camera observations: ``cameras=("agentview", "robot0_eye_in_hand")`` adds
+  ``"<camera>_image"`` keys, ``uint8 (H, W, 3)`` top row first, rendered by our own MuJoCo renderer
+  (:mod:`robolearn.envs.rendering`; robosuite's camera pipeline took ~4× longer per frame here);
+  ``render_mode="rgb_array"`` makes :meth:`RobosuiteEnv.render` return frames for videos;
 * ``info["is_success"]`` from the task's own success check, and ``terminated=True`` on success
   when ``terminate_on_success`` is set (the default).
 """
@@ -24,6 +28,7 @@ import contextlib
 import io
 import logging
 import sys
+from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -95,14 +100,19 @@ class RobosuiteEnv(gym.Env):
         controller_input: ``"delta"`` (the actions above) or ``"absolute"``: the controller's goal is
             the pose given, world-frame position (m) and axis-angle (rad). The MuJoCo twin of the
             HAL (:mod:`robolearn.robots.twin`) uses the absolute form and steps the simulator itself.
+        cameras: cameras whose images join the observation (e.g. ``"agentview"``).
+        image_size: ``(height, width)`` of camera observations, pixels.
+        render_mode: ``None`` or ``"rgb_array"`` (then :meth:`render` returns a frame).
+        render_camera, render_size: camera and ``(height, width)`` of :meth:`render`.
 
-    Observation: dict of float32 arrays, see the module docstring. Action: float32 ``(7,)``.
+    Observation: dict of float32 arrays (and uint8 images), see the module docstring. Action:
+    float32 ``(7,)``.
 
     Raises:
-        ValueError: unknown task.
+        ValueError: unknown task, camera or render mode.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     #: What the action means (stored with demonstrations) and its layout, one entry per dimension.
     action_type = "eef_delta_pose_world"
     action_layout = ("dx m", "dy m", "dz m", "drx rad", "dry rad", "drz rad", "gripper [-1 open, 1 close]")
@@ -116,11 +126,22 @@ class RobosuiteEnv(gym.Env):
         terminate_on_success: bool = True,
         model_seed: int = 0,
         controller_input: str = "delta",
+        cameras: Sequence[str] = (),
+        image_size: Sequence[int] = (84, 84),
+        render_mode: str | None = None,
+        render_camera: str = "agentview",
+        render_size: Sequence[int] = (240, 320),
     ):
+        from robolearn.envs.rendering import EnvCameras
+
         if task not in ROBOSUITE_TASKS:
             raise ValueError(f"unknown robosuite task {task!r}; known: {sorted(ROBOSUITE_TASKS)}")
         if controller_input not in ("delta", "absolute"):
             raise ValueError(f"controller_input must be 'delta' or 'absolute', got {controller_input!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        self.cameras = EnvCameras(cameras, image_size, render_camera, render_size)
         suite = import_robosuite()
         spec = ROBOSUITE_TASKS[task]
         self.task = task
@@ -142,6 +163,8 @@ class RobosuiteEnv(gym.Env):
             reward_shaping=False,
             seed=model_seed,
         )
+        self._mj_model, self._mj_data = self._env.sim.model._model, self._env.sim.data._data
+        self.cameras.check(self._mj_model)
         raw = self._env.reset()
         obs = self._convert(raw)
         self.observation_space = gym.spaces.Dict(
@@ -192,14 +215,22 @@ class RobosuiteEnv(gym.Env):
         truncated = self._t >= self.max_episode_steps
         return self._convert(raw), float(success), terminated, truncated, {"is_success": success}
 
+    def render(self):
+        """A ``uint8 (H, W, 3)`` frame of the render camera with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.cameras.frame(self._mj_model, self._mj_data)
+
     def close(self):
-        """Release the simulator."""
+        """Release the renderers and the simulator."""
+        self.cameras.close()
         self._env.close()
 
     # ------------------------------------------------------------------ helpers
     def _convert(self, raw: dict) -> dict[str, np.ndarray]:
         obs = {k: np.asarray(raw[k], dtype=np.float32) for k in ROBOT_OBS_KEYS}
         obs["object"] = np.concatenate([np.asarray(raw[k], dtype=np.float32).ravel() for k in self._object_keys])
+        obs.update(self.cameras.obs(self._mj_model, self._mj_data))
         return obs
 
     @property

@@ -27,3 +27,7 @@ class CheckpointError(RobolearnError):
 
 class DeviceError(RobolearnError):
     """A teleop device or robot interface that is missing, unplugged or not installed."""
+
+
+class RenderError(RobolearnError):
+    """Offscreen rendering is unavailable (no OpenGL backend); the message says how to get one."""
