@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robolearn.data.normalizer import compute_stats
 from robolearn.data.sampler import SequenceSampler, split_episodes
-from robolearn.data.store import EpisodeStore
+from robolearn.data.store import EpisodeStore, is_image_key
 from robolearn.policies import build_policy
 from robolearn.train.checkpoint import has_checkpoint, load_train_state, save_checkpoint
 from robolearn.utils.errors import ConfigError, StoreError
@@ -75,7 +75,9 @@ class TrainingData:
         if len(ends) == 0:
             raise StoreError(f"{store.path}: no committed episodes to train on")
         n = int(ends[-1])
-        self.arrays = {k: v[:n].astype(np.float32) for k, v in store.load([*self.obs_keys, self.action_key]).items()}
+        # Images stay uint8 (the encoder scales them); everything else becomes float32.
+        self.arrays = {k: v[:n] if is_image_key(v.shape[1:], v.dtype) else v[:n].astype(np.float32)
+                       for k, v in store.load([*self.obs_keys, self.action_key]).items()}
         if self.action_key != "action":
             self.arrays["action"] = self.arrays.pop(self.action_key)
         self.n_episodes = len(ends)
@@ -85,7 +87,7 @@ class TrainingData:
         self.val = SequenceSampler(ends, p.horizon, p.n_obs_steps, p.n_action_steps, self.val_episodes)
         starts = np.concatenate([[0], ends[:-1]])
         rows = np.concatenate([np.arange(starts[e], ends[e]) for e in self.train_episodes])
-        self.stats = compute_stats({k: v[rows] for k, v in self.arrays.items()})
+        self.stats = compute_stats({k: v[rows] for k, v in self.arrays.items() if v.dtype != np.uint8})
         self.obs_shapes = {k: self.arrays[k].shape[1:] for k in self.obs_keys}
         self.action_dim = int(self.arrays["action"].shape[1])
 

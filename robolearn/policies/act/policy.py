@@ -1,9 +1,12 @@
-"""ACT for low-dimensional observations, after Zhao et al., "Learning Fine-Grained Bimanual
+"""ACT for low-dimensional and image observations, after Zhao et al., "Learning Fine-Grained Bimanual
 Manipulation with Low-Cost Hardware" (RSS 2023), Sec. IV.
 
 * A CVAE encoder (training only) reads ``[CLS, state, a_1 ... a_k]`` with a transformer encoder and
   predicts a diagonal Gaussian over a latent ``z`` (dim 32); at inference ``z = 0``.
-* The policy's transformer encoder reads ``[z, state]`` (plus image tokens when cameras arrive); a
+* Cameras (Sec. IV-A): each camera's ResNet-18-GN feature map (:mod:`robolearn.policies.vision`,
+  random crop in training) is projected to the model width and every spatial position becomes a
+  token, with a learned position embedding.
+* The policy's transformer encoder reads ``[z, state, image tokens]``; a
   transformer decoder with one learned query per action in the chunk attends to it, and a linear
   head turns the **last** decoder layer's output into the chunk ``(k, A)``.
 * Loss: L1 between predicted and demonstrated actions (normalized) + ``kl_weight`` × KL (10).
@@ -29,6 +32,7 @@ from torch import nn
 
 from robolearn.policies.base import Policy
 from robolearn.policies.normalizer import Normalizer
+from robolearn.policies.vision import VISION_DEFAULTS, ImageEncoder, is_image_shape
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
@@ -45,7 +49,8 @@ class ACTPolicy(Policy):
     """ACT over low-dim observations (see the module docstring).
 
     Args:
-        obs_shapes: ``{key: per-step shape}`` of the 1-D observation keys (concatenated into the state).
+        obs_shapes: ``{key: per-step shape}``: 1-D keys (concatenated into the state) and
+            ``(H, W, C)`` uint8 camera images.
         action_dim: ``A``.
         horizon: chunk size ``k`` (actions predicted per query).
         n_obs_steps: must be 1 (ACT conditions on the current observation).
@@ -57,10 +62,13 @@ class ACTPolicy(Policy):
         dropout: transformer dropout (0.1).
         temporal_ensemble_k: ``None`` (off) or the ensembling coefficient (0.01 in the paper); when
             on, :meth:`predict_action` returns one action per call and must be called every step.
-        stats: dataset statistics with ``mean``/``std`` for the obs keys and ``"action"``.
+        vision: image encoder settings (:data:`robolearn.policies.vision.VISION_DEFAULTS`; the pooling
+            settings are unused: ACT attends over the feature map).
+        stats: dataset statistics with ``mean``/``std`` for the low-dim obs keys and ``"action"``.
 
     Raises:
-        ValueError: ``n_obs_steps != 1``, ``n_action_steps > horizon``, non-1-D observations, or
+        ValueError: ``n_obs_steps != 1``, ``n_action_steps > horizon``, an observation that is
+            neither 1-D nor an image, no low-dim key, or
             ``dim_model`` not divisible by ``n_heads``.
     """
 
@@ -69,12 +77,16 @@ class ACTPolicy(Policy):
                  dim_feedforward: int = 1024, n_encoder_layers: int = 4, n_decoder_layers: int = 4,
                  n_vae_encoder_layers: int = 4, latent_dim: int = 32, kl_weight: float = 10.0,
                  dropout: float = 0.1, temporal_ensemble_k: float | None = None,
-                 stats: Mapping[str, Mapping[str, np.ndarray]] | None = None):
+                 vision: Mapping[str, Any] | None = None, stats: Mapping[str, Mapping[str, np.ndarray]] | None = None):
         super().__init__()
         self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in obs_shapes.items()}
-        for k, shape in self.obs_shapes.items():
-            if len(shape) != 1:
-                raise ValueError(f"ACTPolicy takes 1-D low-dim observations; '{k}' has shape {shape}")
+        self.lowdim_keys = [k for k, s in self.obs_shapes.items() if len(s) == 1]
+        self.image_keys = [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
+        odd = [k for k in self.obs_shapes if k not in self.lowdim_keys and k not in self.image_keys]
+        if odd:
+            raise ValueError(f"observation '{odd[0]}' has shape {self.obs_shapes[odd[0]]}: neither 1-D nor an image")
+        if not self.lowdim_keys:
+            raise ValueError("ACT needs at least one low-dim (proprioceptive) observation key")
         if n_obs_steps != 1:
             raise ValueError(f"ACT conditions on the current observation: n_obs_steps must be 1, got {n_obs_steps}")
         if not 1 <= n_action_steps <= horizon:
@@ -91,9 +103,20 @@ class ACTPolicy(Policy):
             n_heads=n_heads, dim_feedforward=dim_feedforward, n_encoder_layers=n_encoder_layers,
             n_decoder_layers=n_decoder_layers, n_vae_encoder_layers=n_vae_encoder_layers, latent_dim=latent_dim,
             kl_weight=kl_weight, dropout=dropout, temporal_ensemble_k=self.temporal_ensemble_k,
+            **({"vision": dict(vision)} if vision else {}),
         )
-        self.normalizer = Normalizer({**self.obs_shapes, "action": (self.action_dim,)}, mode="meanstd", stats=stats)
-        state_dim = sum(s[0] for s in self.obs_shapes.values())
+        lowdim = {k: self.obs_shapes[k] for k in self.lowdim_keys}
+        self.normalizer = Normalizer({**lowdim, "action": (self.action_dim,)}, mode="meanstd", stats=stats)
+        state_dim = sum(s[0] for s in lowdim.values())
+        v = {**VISION_DEFAULTS, **dict(vision or {})}
+        unknown = set(v) - set(VISION_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown vision settings {sorted(unknown)}; known: {sorted(VISION_DEFAULTS)}")
+        self.backbones = nn.ModuleDict({k: ImageEncoder(self.obs_shapes[k], v["crop"], v["width"], pooling="none")
+                                        for k in self.image_keys})
+        self.image_proj = nn.ModuleDict({k: nn.Conv2d(self.backbones[k].map_channels, dim_model, 1)
+                                         for k in self.image_keys})
+        n_image_tokens = sum(int(np.prod(self.backbones[k].map_size)) for k in self.image_keys)
 
         def layer():
             return nn.TransformerEncoderLayer(dim_model, n_heads, dim_feedforward, dropout, batch_first=True,
@@ -109,7 +132,7 @@ class ACTPolicy(Policy):
         # Policy: encoder over [z, state], decoder with one learned query per action.
         self.latent_proj = nn.Linear(latent_dim, dim_model)
         self.state_proj = nn.Linear(state_dim, dim_model)
-        self.encoder_pos = nn.Parameter(torch.zeros(1, 2, dim_model))
+        self.encoder_pos = nn.Parameter(torch.zeros(1, 2 + n_image_tokens, dim_model))
         self.encoder = nn.TransformerEncoder(layer(), n_encoder_layers, enable_nested_tensor=False)
         dec_layer = nn.TransformerDecoderLayer(dim_model, n_heads, dim_feedforward, dropout, batch_first=True,
                                                norm_first=True)
@@ -129,12 +152,19 @@ class ACTPolicy(Policy):
 
     # ------------------------------------------------------------------ network
     def _state(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        parts = []
         for k in self.obs_shapes:
             if k not in obs:
                 raise KeyError(f"observation key '{k}' missing (got {sorted(obs)})")
-            parts.append(self.normalizer.normalize(k, obs[k][:, -1].float()))  # the current step
+        parts = [self.normalizer.normalize(k, obs[k][:, -1].float()) for k in self.lowdim_keys]  # the current step
         return torch.cat(parts, dim=-1)
+
+    def _image_tokens(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """``(B, n_image_tokens, dim_model)``: every feature-map position of every camera (current step)."""
+        if not self.image_keys:
+            return None
+        tokens = [self.image_proj[k](self.backbones[k].feature_map(obs[k][:, -1])).flatten(2).transpose(1, 2)
+                  for k in self.image_keys]
+        return torch.cat(tokens, dim=1)
 
     def encode_latent(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CVAE encoder: normalized ``state (B, S)`` and ``actions (B, k, A)`` → ``mu, logvar (B, latent)``."""
@@ -145,11 +175,14 @@ class ACTPolicy(Policy):
         mu, logvar = self.latent_head(out[:, 0]).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Policy network: normalized ``state (B, S)`` and latent ``z (B, latent)`` → chunk ``(B, k, A)``
-        (normalized), from the last decoder layer."""
+    def decode(self, state: torch.Tensor, z: torch.Tensor, image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Policy network: normalized ``state (B, S)``, latent ``z (B, latent)`` and optional image
+        tokens ``(B, N, dim_model)`` → chunk ``(B, k, A)`` (normalized), from the last decoder layer."""
         B = state.shape[0]
-        tokens = torch.stack([self.latent_proj(z), self.state_proj(state)], dim=1) + self.encoder_pos
+        tokens = torch.stack([self.latent_proj(z), self.state_proj(state)], dim=1)
+        if image_tokens is not None:
+            tokens = torch.cat([tokens, image_tokens], dim=1)
+        tokens = tokens + self.encoder_pos
         memory = self.encoder(tokens)
         out = self.decoder(self.queries.expand(B, -1, -1), memory)
         return self.action_head(out)
@@ -166,7 +199,7 @@ class ACTPolicy(Policy):
         actions = self.normalizer.normalize("action", batch["action"][:, : self.horizon].float())
         mu, logvar = self.encode_latent(state, actions)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        pred = self.decode(state, z)
+        pred = self.decode(state, z, self._image_tokens(obs))
         l1 = F.l1_loss(pred, actions)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(-1).mean()
         return l1 + self.kl_weight * kl
@@ -176,7 +209,7 @@ class ACTPolicy(Policy):
         """The whole predicted chunk ``(B, horizon, A)`` in raw units, with ``z = 0``."""
         state = self._state(obs)
         z = torch.zeros(state.shape[0], self.latent_dim, device=state.device)
-        return self.normalizer.unnormalize("action", self.decode(state, z))
+        return self.normalizer.unnormalize("action", self.decode(state, z, self._image_tokens(obs)))
 
     @torch.no_grad()
     def predict_action(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
