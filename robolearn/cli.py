@@ -87,19 +87,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """``robolearn eval CHECKPOINT``: held-out rollouts; prints the success rate and writes JSON."""
+    """``robolearn eval CHECKPOINT``: held-out rollouts; prints the success rate, writes JSON and a
+    report folder (``report.md``, plots, MP4 videos of the first episodes)."""
+    from robolearn.eval.report import write_eval_report
     from robolearn.eval.rollout import evaluate_checkpoint
 
     ckpt = Path(args.checkpoint)
-    result = evaluate_checkpoint(ckpt, args.episodes, seed_start=args.seed_start, n_envs=args.n_envs,
-                                 use_ema=not args.no_ema, num_inference_steps=args.ddim_steps)
     out = Path(args.out) if args.out else _run_dir(ckpt) / f"eval_{args.episodes}.json"
+    report_dir = out.with_suffix("")
+    result = evaluate_checkpoint(ckpt, args.episodes, seed_start=args.seed_start, n_envs=args.n_envs,
+                                 use_ema=not args.no_ema, num_inference_steps=args.ddim_steps,
+                                 n_videos=args.videos, video_dir=report_dir / "videos")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    report = write_eval_report(report_dir, result)
     lo, hi = result["success_ci95"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
           f"95% CI [{lo:.3f}, {hi:.3f}], mean episode length {result['mean_episode_length']:.1f}; "
-          f"{result['wall_s']:.0f} s -> {out}")
+          f"{result['wall_s']:.0f} s -> {out}; report {report}")
     return 0
 
 
@@ -205,7 +210,8 @@ def cmd_quickstart(args) -> int:
 
     print(f"[3/4] evaluating on {cfg.eval.episodes} held-out seeds")
     t = time.monotonic()
-    result = evaluate_checkpoint(ckpt, int(cfg.eval.episodes))
+    result = evaluate_checkpoint(ckpt, int(cfg.eval.episodes), n_videos=int(cfg.eval.videos),
+                                 video_dir=out / "report" / "videos")
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     timings["eval_s"] = round(time.monotonic() - t, 1)
 
@@ -260,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-envs", type=int, default=None, help="parallel env processes (default: the config's)")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     e.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
-    e.add_argument("--out", help="JSON output path (default: <run>/eval_<episodes>.json)")
+    e.add_argument("--videos", type=int, default=4, help="record the first N episodes as MP4 (default: %(default)s)")
+    e.add_argument("--out", help="JSON output path (default: <run>/eval_<episodes>.json; the report folder "
+                                 "is the same path without .json)")
     e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("deploy", help="run a policy on a robot through the HAL (runner, scheduler, safety, loop)")

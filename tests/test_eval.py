@@ -52,3 +52,29 @@ def test_rollout_runs_every_seed_in_parallel_envs():
     assert max(policy.calls) == 2  # batched across the two envs
     s = summarize(results)
     assert s["success_rate"] == 1.0 and s["n_episodes"] == 3 and s["success_ci95"][1] == 1.0
+
+
+@pytest.mark.skipif(__import__("robolearn.utils.gl", fromlist=["x"]).pick_backend() is None
+                    and not __import__("os").environ.get("ROBOLEARN_REQUIRE_RENDER"), reason="no offscreen rendering")
+def test_rollout_records_videos_of_the_first_episodes_and_report_links_them(tmp_path):
+    import imageio.v2 as iio
+
+    from robolearn.eval.report import write_eval_report
+
+    cfg = load_config()
+    results = rollout(ExpertAsPolicy(), cfg.task, seeds=[3, 4, 5], n_envs=2, progress=False, n_videos=2,
+                      video_dir=tmp_path / "videos")
+    videos = [r.get("video") for r in results]
+    assert videos[2] is None and all(videos[:2])
+    for r in results[:2]:
+        frames = [f for f in iio.get_reader(r["video"], format="ffmpeg")]  # list() would ask len(): inf
+        assert len(frames) == r["length"] + 1  # the reset frame and one per step
+        assert frames[0].shape == (240, 320, 3) and frames[0].std() > 5
+        assert f"seed{r['seed']}_success" in r["video"]
+    result = {**summarize(results), "episodes": results, "task": "lift", "policy": "expert", "seeds": [3, 5],
+              "n_envs": 2, "wall_s": 1.0}
+    report = write_eval_report(tmp_path, result).read_text()
+    assert "| success rate | **1.000** (3/3) |" in report
+    assert "(videos/episode000_seed3_success.mp4)" in report and (tmp_path / "eval.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="video_dir"):
+        rollout(ExpertAsPolicy(), cfg.task, seeds=[3], n_videos=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -18,13 +19,13 @@ import torch
 from robolearn.eval.metrics import wilson_interval
 
 
-def _make_env_fn(task_cfg: Mapping[str, Any]) -> Callable:
+def _make_env_fn(task_cfg: Mapping[str, Any], render_mode: str | None = None) -> Callable:
     cfg = dict(task_cfg)
 
     def fn():
         from robolearn.envs import make_env
 
-        return make_env(cfg)
+        return make_env(cfg, render_mode=render_mode)
 
     return fn
 
@@ -36,6 +37,8 @@ def rollout(
     n_envs: int = 1,
     progress: bool = True,
     device: str = "cpu",
+    n_videos: int = 0,
+    video_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run one episode per seed with ``policy`` and return per-episode results.
 
@@ -46,16 +49,30 @@ def rollout(
         n_envs: environments in parallel worker processes (1 = in this process). Workers start with
             the ``forkserver`` method (no fork of a process holding torch threads), so a script that
             calls this with ``n_envs > 1`` needs the usual ``if __name__ == "__main__":`` guard.
+        n_videos: record the first ``n_videos`` episodes as MP4 files in ``video_dir`` (frames from
+            the task's ``render_camera``; the file name carries seed and outcome).
+        video_dir: folder of the videos (required when ``n_videos > 0``).
 
     Returns:
-        ``[{"seed", "success", "length", "return"}]`` in the order of ``seeds``.
+        ``[{"seed", "success", "length", "return"}]`` in the order of ``seeds``; recorded episodes
+        also have ``"video"`` (the file path).
+
+    Raises:
+        ValueError: ``n_videos > 0`` without ``video_dir``.
+        RenderError: videos requested but no offscreen rendering backend is available.
     """
     import gymnasium as gym
     from robolearn.utils.progress import progress_bar
 
+    from robolearn.eval.video import write_mp4
+
     seeds = list(seeds)
+    if n_videos > 0 and video_dir is None:
+        raise ValueError("n_videos > 0 needs a video_dir")
     n_envs = max(1, min(n_envs, len(seeds)))
-    fns = [_make_env_fn(task_cfg) for _ in range(n_envs)]
+    fns = [_make_env_fn(task_cfg, "rgb_array" if n_videos > 0 else None) for _ in range(n_envs)]
+    fps = float(task_cfg.get("control_freq", 20))
+    frames: dict[int, list] = {}  # episode index -> frames, for the recorded episodes
     mode = gym.vector.AutoresetMode.DISABLED
     if n_envs == 1:
         venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
@@ -74,6 +91,13 @@ def rollout(
     success = np.zeros(n_envs, dtype=bool)
     bar = progress_bar(total=len(seeds), desc="eval", disable=not progress, unit="ep")
 
+    def grab_frames(envs=range(n_envs)):
+        recording = [i for i in envs if slot[i] is not None and slot[i][0] < n_videos]
+        if recording:
+            rendered = venv.call("render")
+            for i in recording:
+                frames.setdefault(slot[i][0], []).append(rendered[i])
+
     def start(mask: np.ndarray):
         env_seeds = [None] * n_envs
         for i in np.flatnonzero(mask):
@@ -86,6 +110,7 @@ def rollout(
                 history[i].append({k: obs[k][i] for k in keys})
             queue[i].clear()
             length[i], ret[i], success[i] = 0, 0.0, False
+        grab_frames(np.flatnonzero(mask))  # the first frame of the new episodes only
 
     start(np.arange(n_envs) < min(n_envs, len(pending)))
     try:
@@ -102,6 +127,7 @@ def rollout(
                 if slot[i] is not None:
                     actions[i] = queue[i].popleft()
             obs, reward, terminated, truncated, info = venv.step(actions)
+            grab_frames()
             done_mask = np.zeros(n_envs, dtype=bool)
             for i in range(n_envs):
                 if slot[i] is None:
@@ -114,6 +140,9 @@ def rollout(
                     ep, seed = slot[i]
                     results[ep] = {"seed": int(seed), "success": bool(success[i]), "length": int(length[i]),
                                    "return": float(ret[i])}
+                    if ep in frames:
+                        name = f"episode{ep:03d}_seed{seed}_{'success' if success[i] else 'failure'}.mp4"
+                        results[ep]["video"] = str(write_mp4(Path(video_dir) / name, frames.pop(ep), fps))
                     bar.update(1)
                     bar.set_postfix(success=f"{np.mean([r['success'] for r in results.values()]):.2f}", refresh=False)
                     slot[i] = None
@@ -143,13 +172,15 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None, n_envs: int | None = None,
                         use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = (),
-                        num_inference_steps: int | None = None) -> dict:
+                        num_inference_steps: int | None = None, n_videos: int = 0,
+                        video_dir: str | Path | None = None) -> dict:
     """Load a checkpoint and evaluate it on ``episodes`` seeded episodes.
 
     Seeds are ``seed_start, seed_start + 1, ...`` skipping any in ``exclude_seeds`` and any seed of
     the training demonstrations (read from the store named in the checkpoint's config, when it is
     still there), so evaluation never replays a demo's initial state. ``num_inference_steps``
-    overrides a diffusion policy's denoising steps (fewer steps: lower latency).
+    overrides a diffusion policy's denoising steps (fewer steps: lower latency). ``n_videos`` and
+    ``video_dir`` record the first episodes as MP4 (see :func:`rollout`).
 
     Returns:
         The :func:`summarize` dict plus ``checkpoint``, ``task``, ``seeds``, ``episodes`` (per-episode
@@ -168,7 +199,8 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
     seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
     t0 = time.monotonic()
-    results = rollout(policy, cfg.task, seeds, n_envs=n_envs, progress=progress)
+    results = rollout(policy, cfg.task, seeds, n_envs=n_envs, progress=progress, n_videos=n_videos,
+                      video_dir=video_dir)
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
                 "num_inference_steps": getattr(policy, "num_inference_steps", None),
