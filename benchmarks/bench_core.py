@@ -6,7 +6,11 @@ Measures, at the default config (configs/config.yaml):
 * training samples/s of the diffusion policy (batch of the default train config, Lift-sized
   observations and actions, synthetic data so the number is the model's, not the loader's);
 * ``predict_action`` latency at batch 1 (ms, median and p95) with the default DDIM step count;
-* env steps/s of the robosuite Lift adapter (random actions, resets included).
+* env steps/s of the robosuite Lift adapter (random actions, resets included), and of our own
+  insertion and PushT tasks (random actions; and with the scripted expert acting, expert time
+  excluded), one core;
+* camera images (Lift agentview 84x84, PushT top 96x96): render ms per frame, and per store image
+  codec bytes per frame, encode and decode frames/s and the mean absolute pixel error.
 Writes one JSON object with the machine it ran on.
 """
 
@@ -121,6 +125,64 @@ def bench_expert_env(task_cfg, episodes: int) -> dict:
             "expert_success": f"{successes}/{episodes}"}
 
 
+def bench_images(task_overrides: list[str], frames: int = 200) -> dict:
+    """Camera rendering ms per frame, then per image codec: bytes per frame in the store and decode
+    frames/s, on frames of scripted-expert episodes."""
+    import os
+    import shutil
+    import tempfile
+
+    from robolearn.data.store import IMAGE_CODECS, EpisodeStore, KeyInfo
+    from robolearn.envs import make_env, make_expert
+    from robolearn.utils.config import load_config
+
+    cfg = load_config(task_overrides)
+    env, expert = make_env(cfg.task), make_expert(cfg.task.get("env") or cfg.task.name)
+    key = f"{cfg.task.cameras[0]}_image"
+    images, render_s, seed = [], 0.0, 0
+    while len(images) < frames:
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        seed += 1
+        for _ in range(env.max_episode_steps):
+            images.append(obs[key])
+            obs, _, term, trunc, _ = env.step(expert(obs))
+            t = time.perf_counter()
+            env.cameras.obs(env._mj_model if hasattr(env, "_mj_model") else env.model,
+                            env._mj_data if hasattr(env, "_mj_data") else env.data)
+            render_s += time.perf_counter() - t
+            if term or trunc or len(images) >= frames:
+                break
+    env.close()
+    out = {"task": cfg.task.name, "camera": cfg.task.cameras[0], "shape": list(images[0].shape),
+           "render_ms_per_frame": round(render_s / len(images) * 1e3, 2), "codecs": {}}
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        for codec in IMAGE_CODECS:
+            path = tmp / f"{codec}.zarr"
+            store = EpisodeStore.create(path)
+            store.define_key(key, KeyInfo(images[0].shape, "uint8", codec=codec))
+            t = time.perf_counter()
+            for im in images:
+                store.add_step({key: im})
+            store.commit_episode()
+            write_s = time.perf_counter() - t
+            arr_dir = path / "data" / key
+            nbytes = sum(f.stat().st_size for f in arr_dir.iterdir() if not f.name.startswith("."))
+            t = time.perf_counter()
+            back = EpisodeStore.open(path).load([key])[key]
+            decode_s = time.perf_counter() - t
+            err = float(np.abs(back.astype(np.int16) - np.stack(images)).mean())
+            out["codecs"][codec] = {"bytes_per_frame": round(nbytes / len(images)), "raw_bytes_per_frame": images[0].size,
+                                    "encode_frames_per_s": round(len(images) / write_s),
+                                    "decode_frames_per_s": round(len(images) / decode_s), "mean_abs_error": round(err, 3)}
+            shutil.rmtree(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["mujoco_gl"] = os.environ.get("MUJOCO_GL")
+    return out
+
+
 def main():
     from robolearn.utils.config import load_config
 
@@ -131,10 +193,14 @@ def main():
     args = ap.parse_args()
     cfg = load_config()
     insertion = load_config(["task=insertion"])
+    pusht = load_config(["task=pusht"])
     result = {"benchmark": "core", "machine": machine(), "training": bench_training(cfg, args.train_steps),
               "env": bench_env(cfg, args.env_steps),
               "env_insertion": {**bench_env(insertion, 10 * args.env_steps),
-                                **bench_expert_env(insertion.task, 200)}}
+                                **bench_expert_env(insertion.task, 200)},
+              "env_pusht": {**bench_env(pusht, 10 * args.env_steps), **bench_expert_env(pusht.task, 50)},
+              "images_lift": bench_images(["task=lift", "task.cameras=[agentview]"]),
+              "images_pusht": bench_images(["task=pusht", "task.cameras=[top]"])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

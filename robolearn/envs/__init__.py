@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-TASK_TYPES = {"lift": "robosuite", "insertion": "mujoco"}
+TASK_TYPES = {"lift": "robosuite", "insertion": "mujoco", "pusht": "mujoco"}
 
 
 def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
@@ -38,6 +38,12 @@ def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
 
         return InsertionEnv(max_episode_steps=int(task_cfg.get("max_episode_steps", 200)),
                             hold_steps=int(task_cfg.get("hold_steps", 5)), **view)
+    if kind == "mujoco" and task_cfg.get("env", name) == "pusht":
+        from robolearn.envs.pusht import PushTEnv
+
+        if not task_cfg.get("image_size"):
+            view["image_size"] = (96, 96)
+        return PushTEnv(max_episode_steps=int(task_cfg.get("max_episode_steps", 300)), **view)
     raise ValueError(f"unknown task {name!r} of type {kind!r}; known tasks: {sorted(TASK_TYPES)}")
 
 
@@ -55,4 +61,8 @@ def make_expert(task_name: str, **kwargs):
         from robolearn.envs.insertion import InsertionExpert
 
         return InsertionExpert(**kwargs)
+    if task_name == "pusht":
+        from robolearn.envs.pusht import PushTExpert
+
+        return PushTExpert(**kwargs)
     raise ValueError(f"no scripted expert for task {task_name!r}")

@@ -14,6 +14,7 @@ OBS_DOC = {
     "robot0_eef_pos": KeyInfo((3,), "float32", "m", "end-effector position, world frame"),
     "robot0_eef_quat": KeyInfo((4,), "float32", "xyzw", "end-effector orientation quaternion, world frame"),
     "robot0_gripper_qpos": KeyInfo((2,), "float32", "m", "gripper finger joint positions"),
+    "agent_pos": KeyInfo((2,), "float32", "m", "pusher position, world frame"),
 }
 
 
