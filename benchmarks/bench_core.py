@@ -148,8 +148,7 @@ def bench_images(task_overrides: list[str], frames: int = 200) -> dict:
             images.append(obs[key])
             obs, _, term, trunc, _ = env.step(expert(obs))
             t = time.perf_counter()
-            env.cameras.obs(env._mj_model if hasattr(env, "_mj_model") else env.model,
-                            env._mj_data if hasattr(env, "_mj_data") else env.data)
+            env.cameras.obs(env.model, env.data)
             render_s += time.perf_counter() - t
             if term or trunc or len(images) >= frames:
                 break

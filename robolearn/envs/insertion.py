@@ -26,13 +26,15 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from robolearn.envs.rendering import CameraEnvMixin
+
 MAX_STEP_M = 0.01
 FINGER_CLOSED = 0.03
 HOLE_DEPTH = 0.04
 CLEARANCE = 0.003
 
 
-class InsertionEnv(gym.Env):
+class InsertionEnv(CameraEnvMixin, gym.Env):
     """Peg-in-hole with a mocap-driven parallel gripper (see the module docstring).
 
     Args:
@@ -155,16 +157,6 @@ class InsertionEnv(gym.Env):
                 "robot0_gripper_qpos": d.qpos[self._fingers].astype(np.float32),
                 "object": obj.astype(np.float32),
                 **self.cameras.obs(self.model, d)}
-
-    def render(self):
-        """A ``uint8 (H, W, 3)`` frame of the render camera with ``render_mode="rgb_array"``, else None."""
-        if self.render_mode != "rgb_array":
-            return None
-        return self.cameras.frame(self.model, self.data)
-
-    def close(self):
-        """Release the renderers."""
-        self.cameras.close()
 
 
 class InsertionExpert:

@@ -25,6 +25,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from robolearn.envs.rendering import CameraEnvMixin
+
 WORKSPACE = 0.25            # half-size of the square workspace (m)
 PUSHER_RADIUS = 0.015
 BAR_HALF = (0.06, 0.015)    # bar half-extents (x, y) in the block frame (m)
@@ -85,7 +87,7 @@ def coverage(pose: Sequence[float]) -> float:
     return float(shapely.intersection(_GOAL_POLYGON, block).area / _GOAL_POLYGON.area)
 
 
-class PushTEnv(gym.Env):
+class PushTEnv(CameraEnvMixin, gym.Env):
     """PushT (see the module docstring).
 
     Args:
@@ -192,16 +194,6 @@ class PushTEnv(gym.Env):
         return {"agent_pos": self.data.qpos[self._pusher].astype(np.float32),
                 "object": np.array([x, y, np.cos(yaw), np.sin(yaw)], np.float32),
                 **self.cameras.obs(self.model, self.data)}
-
-    def render(self):
-        """A ``uint8 (H, W, 3)`` frame of the render camera with ``render_mode="rgb_array"``, else None."""
-        if self.render_mode != "rgb_array":
-            return None
-        return self.cameras.frame(self.model, self.data)
-
-    def close(self):
-        """Release the renderers."""
-        self.cameras.close()
 
 
 # ---------------------------------------------------------------------------------------------- expert

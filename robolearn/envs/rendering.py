@@ -148,3 +148,18 @@ class EnvCameras:
             if r is not None:
                 r.close()
         self._obs_renderer = self._frame_renderer = None
+
+
+class CameraEnvMixin:
+    """``render()`` and ``close()`` for a gymnasium env with ``self.model``, ``self.data`` (MuJoCo),
+    ``self.cameras`` (:class:`EnvCameras`) and ``self.render_mode``."""
+
+    def render(self):
+        """A ``uint8 (H, W, 3)`` frame of the render camera with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.cameras.frame(self.model, self.data)
+
+    def close(self):
+        """Release the renderers."""
+        self.cameras.close()

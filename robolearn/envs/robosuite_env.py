@@ -33,6 +33,8 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
+from robolearn.envs.rendering import CameraEnvMixin
+
 #: Maximum end-effector change per control step accepted by the controller: metres, then radians.
 MAX_DELTA_POS = 0.05
 MAX_DELTA_ROT = 0.5
@@ -85,7 +87,7 @@ ROBOSUITE_TASKS = {
 ROBOT_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 
 
-class RobosuiteEnv(gym.Env):
+class RobosuiteEnv(CameraEnvMixin, gym.Env):
     """A robosuite task as a gymnasium environment with SI-unit delta-pose actions.
 
     Args:
@@ -163,8 +165,8 @@ class RobosuiteEnv(gym.Env):
             reward_shaping=False,
             seed=model_seed,
         )
-        self._mj_model, self._mj_data = self._env.sim.model._model, self._env.sim.data._data
-        self.cameras.check(self._mj_model)
+        self.model, self.data = self._env.sim.model._model, self._env.sim.data._data  # raw MuJoCo
+        self.cameras.check(self.model)
         raw = self._env.reset()
         obs = self._convert(raw)
         self.observation_space = gym.spaces.Dict(
@@ -215,22 +217,16 @@ class RobosuiteEnv(gym.Env):
         truncated = self._t >= self.max_episode_steps
         return self._convert(raw), float(success), terminated, truncated, {"is_success": success}
 
-    def render(self):
-        """A ``uint8 (H, W, 3)`` frame of the render camera with ``render_mode="rgb_array"``, else None."""
-        if self.render_mode != "rgb_array":
-            return None
-        return self.cameras.frame(self._mj_model, self._mj_data)
-
     def close(self):
         """Release the renderers and the simulator."""
-        self.cameras.close()
+        super().close()
         self._env.close()
 
     # ------------------------------------------------------------------ helpers
     def _convert(self, raw: dict) -> dict[str, np.ndarray]:
         obs = {k: np.asarray(raw[k], dtype=np.float32) for k in ROBOT_OBS_KEYS}
         obs["object"] = np.concatenate([np.asarray(raw[k], dtype=np.float32).ravel() for k in self._object_keys])
-        obs.update(self.cameras.obs(self._mj_model, self._mj_data))
+        obs.update(self.cameras.obs(self.model, self.data))
         return obs
 
     @property
