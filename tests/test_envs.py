@@ -70,20 +70,48 @@ def test_action_is_a_goal_offset_in_metres(lift):
         lift.step(np.array([np.nan] * 7))
 
 
+def run_expert(env, expert, seed):
+    """One scripted episode: ``(is_success, terminated, last reward)``."""
+    obs, _ = env.reset(seed=seed)
+    expert.reset()
+    for _ in range(env.max_episode_steps):
+        obs, reward, terminated, truncated, info = env.step(expert(obs))
+        if terminated or truncated:
+            break
+    return info["is_success"], terminated, reward
+
+
 def test_scripted_expert_succeeds_and_reports_success(lift):
     expert = make_expert("lift")
-    results = []
-    for seed in range(5):
-        obs, _ = lift.reset(seed=seed)
-        expert.reset()
-        for _ in range(lift.max_episode_steps):
-            obs, reward, terminated, truncated, info = lift.step(expert(obs))
-            if terminated or truncated:
-                break
-        results.append((info["is_success"], terminated, reward))
-    assert results == [(True, True, 1.0)] * 5
+    assert [run_expert(lift, expert, seed) for seed in range(5)] == [(True, True, 1.0)] * 5
 
 
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         make_env({"name": "nope"})
+
+
+@pytest.mark.parametrize("task", ["can", "square"])
+def test_can_and_square_experts_succeed(task):
+    from robolearn.utils.config import load_config
+
+    env = make_env(load_config([f"task={task}"]).task)
+    assert env.observation_space["object"].shape == (14,)
+    expert = make_expert(task)
+    assert [run_expert(env, expert, seed) for seed in range(2)] == [(True, True, 1.0)] * 2
+    env.close()
+
+
+def test_expert_constants_match_robosuite():
+    from robolearn.envs.experts import CAN_TARGET, SQUARE_PEG, SQUARE_PEG_TOP
+    from robolearn.envs.robosuite_env import RobosuiteEnv
+
+    can = RobosuiteEnv("can").unwrapped_robosuite
+    np.testing.assert_allclose(CAN_TARGET, can.target_bin_placements[can.object_to_id["can"]])
+    square = RobosuiteEnv("square")
+    rs = square.unwrapped_robosuite
+    peg = rs.sim.model.body_name2id("peg1")
+    np.testing.assert_allclose(SQUARE_PEG, rs.sim.data.body_xpos[peg], atol=1e-9)
+    geoms = [g for g in range(square.model.ngeom) if square.model.geom_bodyid[g] == peg]
+    top = max(square.data.geom_xpos[g][2] + square.model.geom_size[g][2] for g in geoms)
+    assert top == pytest.approx(SQUARE_PEG_TOP, abs=1e-6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-TASK_TYPES = {"lift": "robosuite", "insertion": "mujoco", "pusht": "mujoco"}
+TASK_TYPES = {"lift": "robosuite", "can": "robosuite", "square": "robosuite", "insertion": "mujoco", "pusht": "mujoco"}
 
 
 def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
@@ -57,6 +57,14 @@ def make_expert(task_name: str, **kwargs):
         from robolearn.envs.experts import LiftExpert
 
         return LiftExpert(**kwargs)
+    if task_name == "can":
+        from robolearn.envs.experts import CanExpert
+
+        return CanExpert(**kwargs)
+    if task_name == "square":
+        from robolearn.envs.experts import SquareExpert
+
+        return SquareExpert(**kwargs)
     if task_name == "insertion":
         from robolearn.envs.insertion import InsertionExpert
 

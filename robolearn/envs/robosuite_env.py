@@ -82,6 +82,12 @@ def _controller_config(robot: str, input_type: str = "delta") -> dict:
 # Per task: robosuite environment name and the observation keys forming the "object" vector.
 ROBOSUITE_TASKS = {
     "lift": {"env_name": "Lift", "object_keys": ("cube_pos", "cube_quat", "gripper_to_cube_pos")},
+    # robomimic's object state of these tasks: object position, quaternion, and both relative to the gripper.
+    "can": {"env_name": "PickPlaceCan",
+            "object_keys": ("Can_pos", "Can_quat", "Can_to_robot0_eef_pos", "Can_to_robot0_eef_quat")},
+    "square": {"env_name": "NutAssemblySquare",
+               "object_keys": ("SquareNut_pos", "SquareNut_quat", "SquareNut_to_robot0_eef_pos",
+                               "SquareNut_to_robot0_eef_quat")},
 }
 
 ROBOT_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
