@@ -28,6 +28,8 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
                         "run_dir=runs/quickstart/train"], 100),
     "lift_act": (["task=lift", "policy=act_small", "train.batch_size=64", "train.lr=1e-4", "train.steps=4000",
                   "data.path=runs/quickstart/demos.zarr", "run_dir=runs/lift_act"], 100),
+    "lift_act_long": (["task=lift", "policy=act_small", "train.batch_size=64", "train.lr=3e-4", "train.steps=6000",
+                       "train.num_threads=1", "data.path=runs/quickstart/demos.zarr", "run_dir=runs/lift_act_long"], 100),
     "lift_image_diffusion": (["task=lift_image", "policy=diffusion_image", "train.batch_size=64", "train.steps=4000",
                               "data.path=runs/lift_image/demos.zarr", "run_dir=runs/lift_image/diffusion"], 200),
     "pusht_diffusion": (["task=pusht", "policy=diffusion", "train.steps=5000", "train.num_threads=1",
