@@ -99,6 +99,10 @@ class PolicyStack:
         self.cfg = cfg = read_checkpoint_config(checkpoint)
         self.rcfg = rcfg = load_robot_config(robot)
         self.task = task = cfg.task.name
+        images = [k for k in cfg.task.obs_keys if str(k).endswith("_image")]
+        if images:
+            raise ConfigError(f"the policy sees camera images {images}; deploying image policies needs cameras "
+                              "on the robot, which the HAL does not feed to policies yet (state policies only)")
         if rcfg.get("task", task) != task:
             raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
                               f"was trained on {task!r}")

@@ -114,3 +114,19 @@ def test_format3_store_keeps_images_lossless(tmp_path):
     store = EpisodeStore.open(tmp_path / "s.zarr")
     np.testing.assert_array_equal(store.load()["cam_image"], frames)
     assert store.key_info("cam_image").codec == "blosc-zstd"
+
+
+@needs_render
+@pytest.mark.parametrize("task,camera", [("lift", "agentview"), ("can", "robot0_eye_in_hand"), ("square", "frontview"),
+                                         ("pusht", "top"), ("insertion", "front")])
+def test_collect_works_for_every_task_with_a_camera(tmp_path, task, camera):
+    from robolearn.envs.collect import collect_demos
+    from robolearn.utils.config import load_config
+
+    cfg = load_config([f"task={task}", f"task.cameras=[{camera}]", "task.image_size=[24,32]"])
+    result = collect_demos(cfg.task, tmp_path / "d.zarr", 1, progress=False)
+    assert result["kept"] == 1
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    frames = store.get_episode(0)[f"{camera}_image"]
+    assert frames.shape == (store.n_steps, 24, 32, 3) and frames.std() > 3
+    assert set(cfg.task.obs_keys) <= set(store.keys)

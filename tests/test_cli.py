@@ -85,3 +85,19 @@ def test_unknown_robot_names_the_known_ones():
 
     with pytest.raises(ConfigError, match=r"unknown robot 'nope'.*'sim'"):
         load_robot_config("nope")
+
+
+def test_deploy_refuses_an_image_policy_clearly(tmp_path):
+    from omegaconf import OmegaConf
+
+    from robolearn.deploy import PolicyStack
+    from robolearn.utils.config import load_config
+    from robolearn.utils.errors import ConfigError
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    OmegaConf.save(load_config(["task=lift_image", "policy=diffusion_image"]), ckpt / "config.yaml")
+    for name in ("policy.json", "model.safetensors"):
+        (ckpt / name).write_text("{}")
+    with pytest.raises(ConfigError, match=r"camera images \['agentview_image', 'robot0_eye_in_hand_image'\]"):
+        PolicyStack(ckpt, "sim")
