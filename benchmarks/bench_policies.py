@@ -5,7 +5,8 @@
 
 Each entry collects its demonstrations (reused when the store already holds enough), trains with its
 config (a finished run is reused: the trainer resumes from its last checkpoint and returns), and
-evaluates the EMA weights on ``--episodes`` held-out seeds in parallel env processes. The JSON keeps
+evaluates the EMA weights on ``--episodes`` held-out seeds in parallel env processes (``--reuse-eval``
+takes an evaluation already saved in the run). The JSON keeps
 one record per entry (results of entries not run this time are kept from the previous file): demos
 used, training steps, batch size, parameters, training wall time and samples/s, success rate with
 its 95 % Wilson interval, evaluation wall time, and the machine. These runs take minutes to an hour
@@ -34,14 +35,14 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
                               "data.path=runs/lift_image/demos.zarr", "run_dir=runs/lift_image/diffusion"], 200),
     "pusht_diffusion": (["task=pusht", "policy=diffusion", "train.steps=5000", "train.num_threads=1",
                          "data.path=runs/pusht/demos.zarr", "run_dir=runs/pusht/diffusion"], 200),
-    "can_diffusion": (["task=can", "policy=diffusion", "data.path=runs/can/demos.zarr",
+    "can_diffusion": (["task=can", "policy=diffusion", "train.steps=8000", "data.path=runs/can/demos.zarr",
                        "run_dir=runs/can/diffusion"], 200),
     "insertion_diffusion": (["task=insertion", "policy=diffusion", "data.path=runs/insertion/demos.zarr",
                              "run_dir=runs/insertion_diffusion"], 100),
 }
 
 
-def run_entry(name: str, episodes: int) -> dict:
+def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
     from robolearn.data.store import EpisodeStore
     from robolearn.envs.collect import collect_demos
     from robolearn.eval.rollout import evaluate_checkpoint
@@ -61,12 +62,17 @@ def run_entry(name: str, episodes: int) -> dict:
     collect_s = time.monotonic() - t
     ckpt = train(cfg)
     summary = json.loads((Path(cfg.run_dir) / "train_summary.json").read_text())
-    result = evaluate_checkpoint(ckpt, episodes)
+    saved = Path(cfg.run_dir) / f"eval_{episodes}.json"  # what `robolearn eval RUN --episodes N` writes
+    if reuse_eval and saved.is_file():
+        result = json.loads(saved.read_text())
+    else:
+        result = evaluate_checkpoint(ckpt, episodes)
+        saved.write_text(json.dumps(result, indent=2))
     return {
         "task": cfg.task.name, "policy": cfg.policy.name, "overrides": overrides,
         "demos": summary.get("n_episodes"), "collect_s": round(collect_s, 1),
         "train_steps": summary.get("steps"), "batch_size": int(cfg.train.batch_size),
-        "n_params": summary.get("n_params"), "train_wall_s": summary.get("wall_s"),
+        "n_params": summary.get("n_params"), "train_wall_s": summary.get("wall_s_total", summary.get("wall_s")),
         "samples_per_s": summary.get("samples_per_s"),
         "success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
         "n_episodes": result["n_episodes"], "mean_episode_length": result["mean_episode_length"],
@@ -78,13 +84,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", choices=sorted(ENTRIES), help="entries to run (default: all)")
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--reuse-eval", action="store_true",
+                   help="take <run_dir>/eval_<episodes>.json when it exists instead of evaluating again")
     p.add_argument("--out", default="benchmarks/results/policies.json")
     args = p.parse_args()
     out = Path(args.out)
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     for name in args.only or list(ENTRIES):
         print(f"== {name}")
-        e = {**run_entry(name, args.episodes), "machine": machine}
+        e = {**run_entry(name, args.episodes, args.reuse_eval), "machine": machine}
         # Re-read before writing: another run of this script may have added entries meanwhile.
         results = json.loads(out.read_text()) if out.is_file() else {"benchmark": "policies", "entries": {}}
         results["entries"][name] = e

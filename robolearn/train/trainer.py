@@ -147,7 +147,11 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         old = OmegaConf.load(ckpt_dir / "config.yaml") if (ckpt_dir / "config.yaml").exists() else None
         if old is not None:
             a, b = _flat(old), _flat(cfg)
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES)
+            # Task/eval/data keys the old run's config did not have (added to robolearn since, e.g. the
+            # camera settings) are not a change: the run was made without them. Every other key must
+            # match (policy keys always: they define the model), or be a resumable change.
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES
+                          and (k in a or k.startswith("policy.")))
             if diff:
                 raise ConfigError(
                     f"{run_dir} holds a run with a different config ({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])}); "
@@ -241,12 +245,18 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         writer.close()
         metrics_f.close()
     wall = time.monotonic() - t0
+    summary_path = run_dir / "train_summary.json"
+    if step == start_step and summary_path.is_file():
+        return ckpt_dir  # a finished run, called again: nothing trained, keep its summary
+    previous = json.loads(summary_path.read_text()) if start_step > 0 and summary_path.is_file() else {}
     summary = {
         "steps": step, "resumed_from": start_step, "wall_s": round(wall, 2),
+        # wall time of every session of this run (a killed run resumed counts both parts)
+        "wall_s_total": round(previous.get("wall_s_total", previous.get("wall_s", 0.0)) + wall, 2),
         "samples_per_s": round((step - start_step) * bs / wall, 1) if wall > 0 and step > start_step else None,
         "final_loss_ema": loss_ema, "val_loss": last_val, "n_episodes": data.n_episodes,
         "n_train_windows": n_train, "n_val_episodes": len(data.val_episodes),
         "n_params": sum(p.numel() for p in policy.parameters()),
     }
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    summary_path.write_text(json.dumps(summary, indent=2))
     return ckpt_dir
