@@ -27,12 +27,20 @@ def test_quickstart_end_to_end_writes_report(tmp_path):
     eval_seeds = {e["seed"] for e in json.loads((out / "eval.json").read_text())["episodes"]}
     assert eval_seeds.isdisjoint({0, 1, 2})
 
+    assert (out / "report" / "eval.png").is_file()
+    videos = sorted((out / "report" / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.name in (out / "report" / "report.md").read_text() for v in videos)
+
     # Running it again reuses the demos and the finished training run.
+    summary = (out / "train" / "train_summary.json").read_text()
+    weights = out / "train" / "checkpoints" / "latest" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
     again = subprocess.run([sys.executable, "-m", "robolearn.cli", "quickstart", "--out", str(out), *TINY],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout
-    assert json.loads((out / "train" / "train_summary.json").read_text())["resumed_from"] == 20
+    assert (out / "train" / "train_summary.json").read_text() == summary  # nothing retrained
+    assert weights.stat().st_mtime_ns == mtime
 
     # The trained checkpoint runs on the MuJoCo twin through the HAL, on eval's first seed.
     dep = subprocess.run([sys.executable, "-m", "robolearn.cli", "deploy", str(out / "train"), "--episodes", "1",

@@ -239,7 +239,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             if step % tc.ckpt_every == 0 and step < tc.steps:
                 checkpoint()
                 metrics_f.flush()
-        checkpoint()
+        if step > start_step or not has_checkpoint(ckpt_dir):  # a finished run called again stays as it is
+            checkpoint()
     finally:
         bar.close()
         writer.close()
