@@ -37,6 +37,8 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
                          "data.path=runs/pusht/demos.zarr", "run_dir=runs/pusht/diffusion"], 200),
     "can_diffusion": (["task=can", "policy=diffusion", "train.steps=8000", "data.path=runs/can/demos.zarr",
                        "run_dir=runs/can/diffusion"], 200),
+    "can_act": (["task=can", "policy=act_small", "train.batch_size=64", "train.lr=3e-4", "train.steps=6000",
+                 "train.num_threads=1", "data.path=runs/can/demos.zarr", "run_dir=runs/can/act"], 200),
     "insertion_diffusion": (["task=insertion", "policy=diffusion", "data.path=runs/insertion/demos.zarr",
                              "run_dir=runs/insertion_diffusion"], 100),
 }
