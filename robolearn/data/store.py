@@ -124,7 +124,6 @@ def _open_zarr_group(path: Path, mode: str):
     """Open the zarr group at ``path`` (a directory or a ``.zip`` file) without creating anything."""
     import zarr
 
-    register_image_codecs()
     if not path.exists():
         raise StoreError(f"{path}: no such file or directory")
     try:

@@ -23,8 +23,9 @@ def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
     """
     name = task_cfg["name"]
     kind = task_cfg.get("type", TASK_TYPES.get(name))
-    view = {"cameras": list(task_cfg.get("cameras") or []), "image_size": tuple(task_cfg.get("image_size") or (84, 84)),
-            "render_mode": render_mode}
+    view = {"cameras": list(task_cfg.get("cameras") or []), "render_mode": render_mode}
+    if task_cfg.get("image_size"):  # otherwise the environment's own default size
+        view["image_size"] = tuple(task_cfg["image_size"])
     if task_cfg.get("render_camera"):
         view["render_camera"] = task_cfg["render_camera"]
     if kind == "robosuite":
@@ -41,8 +42,6 @@ def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
     if kind == "mujoco" and task_cfg.get("env", name) == "pusht":
         from robolearn.envs.pusht import PushTEnv
 
-        if not task_cfg.get("image_size"):
-            view["image_size"] = (96, 96)
         return PushTEnv(max_episode_steps=int(task_cfg.get("max_episode_steps", 300)), **view)
     raise ValueError(f"unknown task {name!r} of type {kind!r}; known tasks: {sorted(TASK_TYPES)}")
 

@@ -76,9 +76,7 @@ def collect_demos(
             action_space={"type": env.action_type, "dim": len(low), "low": low, "high": high,
                           "layout": list(env.action_layout)},
             attrs={"task": task_cfg["name"], "source": "scripted_expert",
-                   "cameras": {c: {"height": int(task_cfg.get("image_size", (84, 84))[0]),
-                                   "width": int(task_cfg.get("image_size", (84, 84))[1])}
-                               for c in (task_cfg.get("cameras") or [])}},
+                   "cameras": {c: dict(zip(("height", "width"), env.cameras.image_size)) for c in env.cameras.cameras}},
         )
         obs, _ = env.reset(seed=seed_start)
         codec = task_cfg.get("image_codec")
