@@ -202,6 +202,18 @@ VISION_DEFAULTS: dict[str, Any] = {"width": 64, "crop": None, "pooling": "spatia
                                    "feature_dim": 64, "share": False}
 
 
+def vision_settings(vision: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``vision`` completed with :data:`VISION_DEFAULTS`.
+
+    Raises:
+        ValueError: a key that is not a vision setting.
+    """
+    unknown = set(vision or {}) - set(VISION_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown vision settings {sorted(unknown)}; known: {sorted(VISION_DEFAULTS)}")
+    return {**VISION_DEFAULTS, **dict(vision or {})}
+
+
 class ObsEncoder(nn.Module):
     """Per-step features of an observation dict: ``{key: (B, T, *shape)}`` → ``(B, T, feature_dim)``.
 
@@ -221,10 +233,7 @@ class ObsEncoder(nn.Module):
 
     def __init__(self, obs_shapes: Mapping[str, Sequence[int]], vision: Mapping[str, Any] | None = None):
         super().__init__()
-        unknown = set(vision or {}) - set(VISION_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown vision settings {sorted(unknown)}; known: {sorted(VISION_DEFAULTS)}")
-        self.vision = {**VISION_DEFAULTS, **dict(vision or {})}
+        self.vision = vision_settings(vision)
         self.lowdim_keys, self.image_keys = [], []
         for k, shape in obs_shapes.items():
             if len(shape) == 1:

@@ -32,7 +32,7 @@ from torch import nn
 
 from robolearn.policies.base import Policy
 from robolearn.policies.normalizer import Normalizer
-from robolearn.policies.vision import VISION_DEFAULTS, ImageEncoder, is_image_shape
+from robolearn.policies.vision import ImageEncoder, is_image_shape, vision_settings
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
@@ -108,10 +108,7 @@ class ACTPolicy(Policy):
         lowdim = {k: self.obs_shapes[k] for k in self.lowdim_keys}
         self.normalizer = Normalizer({**lowdim, "action": (self.action_dim,)}, mode="meanstd", stats=stats)
         state_dim = sum(s[0] for s in lowdim.values())
-        v = {**VISION_DEFAULTS, **dict(vision or {})}
-        unknown = set(v) - set(VISION_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown vision settings {sorted(unknown)}; known: {sorted(VISION_DEFAULTS)}")
+        v = vision_settings(vision)
         self.backbones = nn.ModuleDict({k: ImageEncoder(self.obs_shapes[k], v["crop"], v["width"], pooling="none")
                                         for k in self.image_keys})
         self.image_proj = nn.ModuleDict({k: nn.Conv2d(self.backbones[k].map_channels, dim_model, 1)
