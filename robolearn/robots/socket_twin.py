@@ -322,6 +322,8 @@ class SocketTwin:
                             "gripper": None if command.gripper is None else float(command.gripper)}) + "\n").encode()
         if self.latency_s == 0:
             self._write(data)
+            if self._closed:  # the write found the link gone: this command did not leave
+                raise ConnectionError("twin link closed")
         else:
             self._n += 1
             heapq.heappush(self._outgoing, (time.monotonic() + self.latency_s, self._n, data))
