@@ -78,6 +78,7 @@ def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
         "samples_per_s": summary.get("samples_per_s"),
         "success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
         "n_episodes": result["n_episodes"], "mean_episode_length": result["mean_episode_length"],
+        **{k: round(v, 4) for k, v in result.items() if k.startswith("mean_max_")},
         "eval_wall_s": result["wall_s"], "seeds": result["seeds"],
     }
 

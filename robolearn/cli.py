@@ -104,7 +104,8 @@ def cmd_eval(args) -> int:
     lo, hi = result["success_ci95"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
           f"95% CI [{lo:.3f}, {hi:.3f}], mean episode length {result['mean_episode_length']:.1f}; "
-          f"{result['wall_s']:.0f} s -> {out}; report {report}")
+          + "".join(f"{k.replace('_', ' ')} {v:.3f}, " for k, v in result.items() if k.startswith("mean_max_"))
+          + f"{result['wall_s']:.0f} s -> {out}; report {report}")
     return 0
 
 

@@ -21,12 +21,12 @@ class ExpertAsPolicy(torch.nn.Module):
 
     n_obs_steps, n_action_steps = 2, 1
 
-    def __init__(self):
+    def __init__(self, task="lift"):
         super().__init__()
         from robolearn.envs import make_expert
 
         self.experts = {}
-        self.make = lambda: make_expert("lift")
+        self.make = lambda: make_expert(task)
         self.calls = []
 
     def predict_action(self, obs):
@@ -78,3 +78,29 @@ def test_rollout_records_videos_of_the_first_episodes_and_report_links_them(tmp_
     assert "(videos/episode000_seed3_success.mp4)" in report and (tmp_path / "eval.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="video_dir"):
         rollout(ExpertAsPolicy(), cfg.task, seeds=[3], n_videos=1)
+
+
+class Hold(torch.nn.Module):
+    """Keeps PushT's pusher where it is: the block never moves."""
+
+    n_obs_steps, n_action_steps = 2, 4
+
+    def predict_action(self, obs):
+        return obs["agent_pos"][:, -1:].repeat(1, self.n_action_steps, 1)
+
+
+def test_rollout_keeps_each_episodes_best_task_score():
+    from robolearn.envs.pusht import PushTEnv, coverage
+
+    task = load_config(["task=pusht"]).task
+    expert = rollout(ExpertAsPolicy("pusht"), task, seeds=[1, 2], n_envs=1, progress=False)
+    assert all(r["success"] and r["max_coverage"] >= 0.95 for r in expert)
+    held = rollout(Hold(), task, seeds=[2, 6], n_envs=1, progress=False)  # initial coverage 0.22, 0.20
+    env = PushTEnv()
+    for r in held:  # a block that never moves keeps its initial coverage all episode
+        env.reset(seed=r["seed"])
+        initial = coverage(env.block_pose())
+        assert not r["success"] and initial > 0.1 and r["max_coverage"] == pytest.approx(initial, abs=1e-3)
+    s = summarize(expert + held)
+    assert s["mean_max_coverage"] == pytest.approx(np.mean([r["max_coverage"] for r in expert + held]))
+    assert "mean_max_coverage" not in summarize([{"seed": 0, "success": True, "length": 3}])

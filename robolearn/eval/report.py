@@ -184,6 +184,7 @@ def write_eval_report(out_dir: str | Path, eval_result: Mapping[str, Any]) -> Pa
         f"| 95 % Wilson interval | [{lo:.3f}, {hi:.3f}] |",
         f"| mean episode length | {e['mean_episode_length']:.1f} steps |",
     ]
+    lines += [f"| mean {k[len('mean_max_'):]} (episode max) | {v:.3f} |" for k, v in e.items() if k.startswith("mean_max_")]
     if e.get("num_inference_steps") is not None:
         lines.append(f"| denoising steps | {e['num_inference_steps']} |")
     lines += ["", "![success and episode lengths](eval.png)", ""]

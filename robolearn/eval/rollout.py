@@ -55,7 +55,9 @@ def rollout(
 
     Returns:
         ``[{"seed", "success", "length", "return"}]`` in the order of ``seeds``; recorded episodes
-        also have ``"video"`` (the file path).
+        also have ``"video"`` (the file path), and a task whose ``info`` carries float scores has the
+        episode's maximum of each as ``"max_<key>"`` (PushT: ``max_coverage``, the metric Diffusion
+        Policy reports beside success).
 
     Raises:
         ValueError: ``n_videos > 0`` without ``video_dir``.
@@ -89,6 +91,7 @@ def rollout(
     length = np.zeros(n_envs, dtype=np.int64)
     ret = np.zeros(n_envs)
     success = np.zeros(n_envs, dtype=bool)
+    best: list[dict[str, float]] = [{} for _ in range(n_envs)]  # per env: the episode's max of each score
     bar = progress_bar(total=len(seeds), desc="eval", disable=not progress, unit="ep")
 
     def grab_frames(envs=range(n_envs)):
@@ -110,6 +113,7 @@ def rollout(
                 history[i].append({k: obs[k][i] for k in keys})
             queue[i].clear()
             length[i], ret[i], success[i] = 0, 0.0, False
+            best[i] = {}
         grab_frames(np.flatnonzero(mask))  # the first frame of the new episodes only
 
     start(np.arange(n_envs) < min(n_envs, len(pending)))
@@ -129,6 +133,9 @@ def rollout(
             obs, reward, terminated, truncated, info = venv.step(actions)
             grab_frames()
             done_mask = np.zeros(n_envs, dtype=bool)
+            # the task's float scores in info (PushT's coverage), tracked as each episode's max
+            scores = [k for k, v in info.items() if k[0] != "_" and k != "is_success"
+                      and np.issubdtype(np.asarray(v).dtype, np.floating)]
             for i in range(n_envs):
                 if slot[i] is None:
                     continue
@@ -136,10 +143,13 @@ def rollout(
                 length[i] += 1
                 ret[i] += float(reward[i])
                 success[i] |= bool(info["is_success"][i])
+                for k in scores:
+                    if info.get(f"_{k}", np.ones(n_envs, bool))[i]:
+                        best[i][k] = max(best[i].get(k, -np.inf), float(info[k][i]))
                 if terminated[i] or truncated[i]:
                     ep, seed = slot[i]
                     results[ep] = {"seed": int(seed), "success": bool(success[i]), "length": int(length[i]),
-                                   "return": float(ret[i])}
+                                   "return": float(ret[i]), **{f"max_{k}": v for k, v in best[i].items()}}
                     if ep in frames:
                         name = f"episode{ep:03d}_seed{seed}_{'success' if success[i] else 'failure'}.mp4"
                         results[ep]["video"] = str(write_mp4(Path(video_dir) / name, frames.pop(ep), fps))
@@ -157,7 +167,8 @@ def rollout(
 
 
 def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Success rate with its 95 % Wilson interval, and mean episode length, of rollout results."""
+    """Success rate with its 95 % Wilson interval, mean episode length, and the mean of every per-episode
+    ``max_<score>`` (as ``mean_max_<score>``), of rollout results."""
     n = len(results)
     k = sum(bool(r["success"]) for r in results)
     lo, hi = wilson_interval(k, n)
@@ -167,6 +178,8 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "success_rate": k / n if n else 0.0,
         "success_ci95": [round(lo, 4), round(hi, 4)],
         "mean_episode_length": float(np.mean([r["length"] for r in results])) if n else 0.0,
+        **{f"mean_{k}": float(np.mean([r[k] for r in results]))  # e.g. PushT's mean max coverage
+           for k in (results[0] if n else {}) if k.startswith("max_") and all(k in r for r in results)},
     }
 
 
