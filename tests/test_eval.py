@@ -104,3 +104,30 @@ def test_rollout_keeps_each_episodes_best_task_score():
     s = summarize(expert + held)
     assert s["mean_max_coverage"] == pytest.approx(np.mean([r["max_coverage"] for r in expert + held]))
     assert "mean_max_coverage" not in summarize([{"seed": 0, "success": True, "length": 3}])
+
+
+class NoisyHold(Hold):
+    """Hold plus torch-drawn noise, like a diffusion policy's sampling; keeps every chunk it returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.chunks = []
+
+    def predict_action(self, obs):
+        chunk = super().predict_action(obs) + 0.01 * torch.randn(obs["agent_pos"].shape[0], self.n_action_steps, 2)
+        self.chunks.append(chunk)
+        return chunk
+
+
+def test_rollouts_are_reproducible_and_leave_the_callers_rng_alone():
+    task = load_config(["task=pusht", "task.max_episode_steps=20"]).task
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, b, c = NoisyHold(), NoisyHold(), NoisyHold()
+    rollout(a, task, seeds=[2, 6], progress=False)
+    assert torch.rand(1) == before  # the policy's draws came from a forked generator
+    rollout(b, task, seeds=[2, 6], progress=False)
+    rollout(c, task, seeds=[2, 6], progress=False, noise_seed=1)
+    assert len(a.chunks) == 10 and all(torch.equal(x, y) for x, y in zip(a.chunks, b.chunks))
+    assert not torch.equal(a.chunks[0], c.chunks[0])

@@ -39,8 +39,14 @@ def rollout(
     device: str = "cpu",
     n_videos: int = 0,
     video_dir: str | Path | None = None,
+    noise_seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run one episode per seed with ``policy`` and return per-episode results.
+
+    The policy's own randomness (a diffusion policy's initial noise) is drawn from torch's global
+    generator seeded with ``noise_seed`` (default: the first episode seed) inside a forked RNG state,
+    so the same checkpoint, seeds and ``n_envs`` give the same results, and the caller's RNG is left
+    as it was.
 
     Args:
         policy: a :class:`robolearn.policies.base.Policy` (eval mode).
@@ -63,6 +69,15 @@ def rollout(
         ValueError: ``n_videos > 0`` without ``video_dir``.
         RenderError: videos requested but no offscreen rendering backend is available.
     """
+    seeds = list(seeds)
+    if noise_seed is None:
+        noise_seed = int(seeds[0]) if seeds else 0
+    with torch.random.fork_rng(devices=[] if torch.device(device).type == "cpu" else None):
+        torch.manual_seed(int(noise_seed))
+        return _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_dir)
+
+
+def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_dir) -> list[dict[str, Any]]:
     import gymnasium as gym
     from robolearn.utils.progress import progress_bar
 
