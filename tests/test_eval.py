@@ -92,7 +92,7 @@ class Hold(torch.nn.Module):
 def test_rollout_keeps_each_episodes_best_task_score():
     from robolearn.envs.pusht import PushTEnv, coverage
 
-    task = load_config(["task=pusht"]).task
+    task = load_config(["task=pusht", "task.obs_keys=[agent_pos,object]"]).task  # what the expert reads
     expert = rollout(ExpertAsPolicy("pusht"), task, seeds=[1, 2], n_envs=1, progress=False)
     assert all(r["success"] and r["max_coverage"] >= 0.95 for r in expert)
     held = rollout(Hold(), task, seeds=[2, 6], n_envs=1, progress=False)  # initial coverage 0.22, 0.20

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robolearn.envs.pusht import GOAL, PushTEnv, PushTExpert, coverage, tee_grid, tee_outline, tee_sdf
+from robolearn.envs.pusht import GOAL, PushTEnv, PushTExpert, coverage, tee_grid, tee_outline, tee_sdf, to_world
 
 
 def test_tee_area_and_coverage_metric():
@@ -42,6 +42,9 @@ def test_reset_is_seeded_and_never_starts_solved():
         assert env.observation_space.contains(obs)
         x, y, c, s = obs["object"]
         assert c * c + s * s == pytest.approx(1.0, abs=1e-6)
+        corners = obs["keypoints"].reshape(8, 2)  # the T's corners where the pose puts them
+        np.testing.assert_allclose(corners, to_world(tee_outline(), env.block_pose()), atol=1e-6)
+        assert np.linalg.norm(corners.mean(0) - [x, y]) < 0.06
     with pytest.raises(ValueError, match="pusher target"):
         env.step(np.array([np.nan, 0.0]))
 
@@ -72,3 +75,21 @@ def test_expert_solves_seeded_episodes():
                 break
         solved += info["is_success"]
     assert solved >= 5
+
+
+def test_expert_routes_to_contacts_without_touching_the_block():
+    env, expert = PushTEnv(), PushTExpert()
+    moved_while_routing = []
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        pushed = False
+        for _ in range(300):
+            before = env.block_pose()
+            obs, _, terminated, truncated, _ = env.step(expert(obs))
+            if not expert.pushing and not pushed:  # (the step after a push: the block still slides)
+                moved_while_routing.append(np.abs(env.block_pose() - before).max())
+            pushed = expert.pushing
+            if terminated or truncated:
+                break
+    assert len(moved_while_routing) > 50 and max(moved_while_routing) < 2e-3

@@ -15,6 +15,7 @@ OBS_DOC = {
     "robot0_eef_quat": KeyInfo((4,), "float32", "xyzw", "end-effector orientation quaternion, world frame"),
     "robot0_gripper_qpos": KeyInfo((2,), "float32", "m", "gripper finger joint positions"),
     "agent_pos": KeyInfo((2,), "float32", "m", "pusher position, world frame"),
+    "keypoints": KeyInfo((16,), "float32", "m", "PushT block's 8 corners (x, y), world frame"),
 }
 
 

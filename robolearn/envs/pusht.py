@@ -5,7 +5,11 @@ task's 512 px scaled to 1 px = 1 mm) over a table until it covers a fixed target
 turned by π/4 (``sim/pusht.xml``). The block slides with Coulomb friction on the table.
 
 * Observation (float32): ``agent_pos`` (2,) pusher position m; ``object`` (4,): block position m
-  (the bar's centre) and ``cos θ, sin θ`` of its yaw (continuous, unlike a wrapped angle).
+  (the bar's centre) and ``cos θ, sin θ`` of its yaw (continuous, unlike a wrapped angle);
+  ``keypoints`` (16,): the world ``(x, y)`` of the T's 8 corners (m), the block's state the way
+  Diffusion Policy's low-dimensional PushT gives it (keypoints, not a pose): where the block's
+  edges are is then linear in the observation, which a policy learns more easily than rotating
+  its own copy of the T by ``θ``.
   Optional camera images (``cameras=("top",)``) as ``"<camera>_image"`` uint8 ``(H, W, 3)``.
 * Action (2,): the pusher's target position m (absolute, world frame, inside the 0.5 m square
   workspace), as in the 2-D task; stiff damped actuators track it.
@@ -130,6 +134,7 @@ class PushTEnv(CameraEnvMixin, gym.Env):
         self.observation_space = gym.spaces.Dict({
             "agent_pos": gym.spaces.Box(-WORKSPACE, WORKSPACE, (2,), np.float32),
             "object": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            "keypoints": gym.spaces.Box(-np.inf, np.inf, (2 * len(tee_outline()),), np.float32),
             **self.cameras.spaces(),
         })
         self.action_space = gym.spaces.Box(-WORKSPACE, WORKSPACE, (2,), np.float32)
@@ -194,6 +199,7 @@ class PushTEnv(CameraEnvMixin, gym.Env):
         x, y, yaw = self.data.qpos[self._tee]
         return {"agent_pos": self.data.qpos[self._pusher].astype(np.float32),
                 "object": np.array([x, y, np.cos(yaw), np.sin(yaw)], np.float32),
+                "keypoints": to_world(tee_outline(), (x, y, yaw)).astype(np.float32).ravel(),
                 **self.cameras.obs(self.model, self.data)}
 
 
@@ -255,20 +261,26 @@ class PushTExpert:
         gain: push distance per metre of projected error.
         yaw_weight: metres of position error one radian of yaw error counts as.
         switch: move to another contact only when the current one scores below this fraction of the best.
+        standoff: the pusher lines up this far (m) behind a contact before it pushes.
+        clearance: smallest gap (m) between pusher and block on the way to a contact (no closer than
+            the standoff point itself), so a policy that copies the route a little off does not
+            bump the block (1 mm instead of 10 mm made policies knock the block away).
         seed: unused (the expert is deterministic); kept for the common expert interface.
     """
 
     RHO2 = 0.04 ** 2  # squared radius of the quasi-static rotation model (m^2)
 
     def __init__(self, max_step: float = 0.03, gain: float = 1.0, yaw_weight: float = 0.06, switch: float = 0.8,
-                 seed: int | None = None):
+                 standoff: float = 0.01, clearance: float = 0.01, seed: int | None = None):
         self.max_step, self.gain, self.yaw_weight, self.switch = max_step, gain, yaw_weight, switch
+        self.standoff, self.clearance = standoff, clearance
         self.points, self.normals = _contact_candidates()
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode."""
         self.contact: int | None = None
+        self.pushing = False  # whether the last action pushed (else it moved towards a contact)
 
     def _scores(self, pose: np.ndarray) -> np.ndarray:
         c, s = np.cos(pose[2]), np.sin(pose[2])
@@ -303,11 +315,12 @@ class PushTExpert:
         # Relative to the contact: along the push direction (negative: outside) and across it.
         rel = pusher - contact_centre
         along, across = rel @ push_world, rel @ np.array([-push_world[1], push_world[0]])
-        if -0.03 < along < 0.004 and abs(across) < 0.004:  # lined up behind the contact: push
+        self.pushing = bool(-max(0.03, self.standoff + 0.005) < along < 0.004 and abs(across) < 0.004)
+        if self.pushing:  # lined up behind the contact: push
             dist = float(np.clip(self.gain * max(scores[i], 0.0), 0.002, self.max_step))
             target = contact_centre + push_world * dist
         else:
-            target = self._approach(pusher, contact_centre - push_world * 0.01, pose)
+            target = self._approach(pusher, contact_centre - push_world * self.standoff, pose)
         step = target - pusher
         n = np.linalg.norm(step)
         if n > self.max_step:
@@ -317,10 +330,11 @@ class PushTExpert:
     def _approach(self, pusher: np.ndarray, pre: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Next waypoint towards ``pre`` that keeps the pusher clear of the block."""
         path = pusher + np.linspace(0, 1, 12)[:, None] * (pre - pusher)
-        if np.all(tee_sdf(to_block(path, pose)) > PUSHER_RADIUS + 0.001):
+        sdf = tee_sdf(to_block(path, pose)) - PUSHER_RADIUS  # gap between the disc and the block
+        if np.all(sdf > min(self.clearance, sdf[-1] - 0.001)):  # as close as ``pre`` itself at most
             return pre
         com = to_world(_COM[None], pose)[0]
-        radius = 0.08 + PUSHER_RADIUS + 0.015
+        radius = 0.08 + PUSHER_RADIUS + max(0.015, self.clearance + 0.005)
         off = pusher - com
         dist = np.linalg.norm(off)
         if dist < radius - 0.005:  # first straight out, away from the block
