@@ -97,7 +97,8 @@ def cmd_eval(args) -> int:
     report_dir = out.with_suffix("")
     result = evaluate_checkpoint(ckpt, args.episodes, seed_start=args.seed_start, n_envs=args.n_envs,
                                  use_ema=not args.no_ema, num_inference_steps=args.ddim_steps,
-                                 n_videos=args.videos, video_dir=report_dir / "videos")
+                                 n_videos=args.videos, video_dir=report_dir / "videos",
+                                 n_action_steps=args.action_steps)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     report = write_eval_report(report_dir, result)
@@ -267,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-envs", type=int, default=None, help="parallel env processes (default: the config's)")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     e.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    e.add_argument("--action-steps", type=int, default=None,
+                   help="actions executed per predicted chunk, n_action_steps (default: the checkpoint's)")
     e.add_argument("--videos", type=int, default=4, help="record the first N episodes as MP4 (default: %(default)s)")
     e.add_argument("--out", help="JSON output path (default: <run>/eval_<episodes>.json; the report folder "
                                  "is the same path without .json)")

@@ -131,3 +131,19 @@ def test_rollouts_are_reproducible_and_leave_the_callers_rng_alone():
     rollout(c, task, seeds=[2, 6], progress=False, noise_seed=1)
     assert len(a.chunks) == 10 and all(torch.equal(x, y) for x, y in zip(a.chunks, b.chunks))
     assert not torch.equal(a.chunks[0], c.chunks[0])
+
+
+def test_executed_actions_per_chunk_can_be_overridden():
+    from robolearn.eval.rollout import set_action_steps
+
+    task = load_config(["task=pusht", "task.max_episode_steps=20"]).task
+    policy = NoisyHold()
+    policy.horizon = 8  # with n_obs_steps 2: chunks of 7 actions from the current step on
+    set_action_steps(policy, 2)
+    rollout(policy, task, seeds=[2], progress=False)
+    assert len(policy.chunks) == 10  # 20 steps, 2 actions per call
+    for bad in (0, 8):
+        with pytest.raises(ValueError, match=r"n_action_steps must be in \[1, 7\]"):
+            set_action_steps(policy, bad)
+    set_action_steps(policy, None)
+    assert policy.n_action_steps == 2

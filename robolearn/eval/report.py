@@ -187,6 +187,8 @@ def write_eval_report(out_dir: str | Path, eval_result: Mapping[str, Any]) -> Pa
     lines += [f"| mean {k[len('mean_max_'):]} (episode max) | {v:.3f} |" for k, v in e.items() if k.startswith("mean_max_")]
     if e.get("num_inference_steps") is not None:
         lines.append(f"| denoising steps | {e['num_inference_steps']} |")
+    if e.get("n_action_steps") is not None:
+        lines.append(f"| actions executed per chunk | {e['n_action_steps']} |")
     lines += ["", "![success and episode lengths](eval.png)", ""]
     lines += _video_lines(e, out_dir)
     report = out_dir / "report.md"

@@ -201,13 +201,14 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None, n_envs: int | None = None,
                         use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = (),
                         num_inference_steps: int | None = None, n_videos: int = 0,
-                        video_dir: str | Path | None = None) -> dict:
+                        video_dir: str | Path | None = None, n_action_steps: int | None = None) -> dict:
     """Load a checkpoint and evaluate it on ``episodes`` seeded episodes.
 
     Seeds are ``seed_start, seed_start + 1, ...`` skipping any in ``exclude_seeds`` and any seed of
     the training demonstrations (read from the store named in the checkpoint's config, when it is
     still there), so evaluation never replays a demo's initial state. ``num_inference_steps``
-    overrides a diffusion policy's denoising steps (fewer steps: lower latency). ``n_videos`` and
+    overrides a diffusion policy's denoising steps (fewer steps: lower latency), ``n_action_steps``
+    the actions executed per chunk (fewer: more closed-loop, more policy calls). ``n_videos`` and
     ``video_dir`` record the first episodes as MP4 (see :func:`rollout`).
 
     Returns:
@@ -216,7 +217,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
 
     Raises:
         CheckpointError: unreadable checkpoint.
-        ValueError: ``episodes < 1``.
+        ValueError: ``episodes < 1``, or a step count the policy cannot take.
     """
     from robolearn.train.checkpoint import load_policy
 
@@ -224,6 +225,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
     set_inference_steps(policy, num_inference_steps)
+    set_action_steps(policy, n_action_steps)
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
     seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
     t0 = time.monotonic()
@@ -232,6 +234,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
                 "num_inference_steps": getattr(policy, "num_inference_steps", None),
+                "n_action_steps": policy.n_action_steps,
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})
     return out
@@ -250,6 +253,22 @@ def set_inference_steps(policy, steps: int | None) -> None:
     if steps < 1:
         raise ValueError(f"inference steps must be >= 1, got {steps}")
     policy.num_inference_steps = int(steps)
+
+
+def set_action_steps(policy, steps: int | None) -> None:
+    """Override the actions executed per chunk, ``n_action_steps`` (``None`` keeps the checkpoint's).
+
+    Raises:
+        ValueError: ``steps`` outside ``[1, horizon - n_obs_steps + 1]`` (the chunk predicted from the
+            current step on).
+    """
+    if steps is None:
+        return
+    most = policy.horizon - policy.n_obs_steps + 1
+    if not 1 <= steps <= most:
+        raise ValueError(f"n_action_steps must be in [1, {most}] (horizon {policy.horizon}, "
+                         f"n_obs_steps {policy.n_obs_steps}), got {steps}")
+    policy.n_action_steps = int(steps)
 
 
 def held_out_seeds(cfg, episodes: int, seed_start: int | None = None, exclude_seeds: Sequence[int] = ()) -> list[int]:
