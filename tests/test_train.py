@@ -106,6 +106,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
     assert 20 <= summary["resumed_from"] < steps and summary["steps"] == steps
+    assert summary["wall_s_total"] > summary["wall_s"]  # the killed session's time up to its checkpoint counts
     a = load_file(str(tmp_path / "straight" / "checkpoints" / "latest" / "ema.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / "latest" / "ema.safetensors"))
     for k in a:

@@ -173,6 +173,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     sched = get_scheduler("cosine", optimizer=opt, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps)
 
     step = 0
+    wall_before = 0.0  # training wall time of earlier sessions of this run (s), saved in each checkpoint
     if resume:
         from safetensors.torch import load_file
 
@@ -183,6 +184,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             sched.load_state_dict(state["scheduler"])
             ema.load_state_dict(state["ema"])
             step = int(state["step"])
+            wall_before = float(state.get("wall_s", 0.0))  # absent in checkpoints of older versions
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
         # LambdaLR saves only its position: a changed train.steps re-targets the cosine decay.
@@ -195,7 +197,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     def checkpoint():
         ema.copy_to(ema_policy.parameters())
         state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema.state_dict(),
-                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "wall_s": wall_before + time.monotonic() - t0}
         save_checkpoint(ckpt_dir, policy, cfg, cfg.policy.name, ema_policy=ema_policy, train_state=state,
                         stats=data.stats)
 
@@ -252,8 +255,9 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     previous = json.loads(summary_path.read_text()) if start_step > 0 and summary_path.is_file() else {}
     summary = {
         "steps": step, "resumed_from": start_step, "wall_s": round(wall, 2),
-        # wall time of every session of this run (a killed run resumed counts both parts)
-        "wall_s_total": round(previous.get("wall_s_total", previous.get("wall_s", 0.0)) + wall, 2),
+        # wall time of every session of this run, up to its last checkpoint (a killed run resumed
+        # counts both parts; checkpoints of older versions lack it: then the last summary's)
+        "wall_s_total": round((wall_before or previous.get("wall_s_total", previous.get("wall_s", 0.0))) + wall, 2),
         "samples_per_s": round((step - start_step) * bs / wall, 1) if wall > 0 and step > start_step else None,
         "final_loss_ema": loss_ema, "val_loss": last_val, "n_episodes": data.n_episodes,
         "n_train_windows": n_train, "n_val_episodes": len(data.val_episodes),
