@@ -128,13 +128,14 @@ class PushTEnv(CameraEnvMixin, gym.Env):
         self._tee = [m.joint(n).qposadr[0] for n in ("tee_x", "tee_y", "tee_yaw")]
         self._tee_z = m.joint("tee_z").qposadr[0]
         self._pusher = [m.joint(n).qposadr[0] for n in ("pusher_x", "pusher_y")]
+        self._outline = tee_outline()  # the keypoints, block frame (built once: obs are made every step)
         self.control_dt = self.SUBSTEPS * m.opt.timestep
         self.cameras = EnvCameras(cameras, image_size, render_camera, render_size)
         self.cameras.check(m)
         self.observation_space = gym.spaces.Dict({
             "agent_pos": gym.spaces.Box(-WORKSPACE, WORKSPACE, (2,), np.float32),
             "object": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
-            "keypoints": gym.spaces.Box(-np.inf, np.inf, (2 * len(tee_outline()),), np.float32),
+            "keypoints": gym.spaces.Box(-np.inf, np.inf, (2 * len(self._outline),), np.float32),
             **self.cameras.spaces(),
         })
         self.action_space = gym.spaces.Box(-WORKSPACE, WORKSPACE, (2,), np.float32)
@@ -199,7 +200,7 @@ class PushTEnv(CameraEnvMixin, gym.Env):
         x, y, yaw = self.data.qpos[self._tee]
         return {"agent_pos": self.data.qpos[self._pusher].astype(np.float32),
                 "object": np.array([x, y, np.cos(yaw), np.sin(yaw)], np.float32),
-                "keypoints": to_world(tee_outline(), (x, y, yaw)).astype(np.float32).ravel(),
+                "keypoints": to_world(self._outline, (x, y, yaw)).astype(np.float32).ravel(),
                 **self.cameras.obs(self.model, self.data)}
 
 
