@@ -71,10 +71,10 @@ def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
     ckpt = train(cfg)
     summary = json.loads((Path(cfg.run_dir) / "train_summary.json").read_text())
     saved = Path(cfg.run_dir) / f"eval_{episodes}.json"  # what `robolearn eval RUN --episodes N` writes
-    if reuse_eval and saved.is_file():
-        result = json.loads(saved.read_text())
-    else:
-        result = evaluate_checkpoint(ckpt, episodes, **EVAL_OPTIONS.get(name, {}))
+    options = EVAL_OPTIONS.get(name, {})
+    result = json.loads(saved.read_text()) if reuse_eval and saved.is_file() else None
+    if result is None or any(result.get(k) != v for k, v in options.items()):  # none, or made otherwise
+        result = evaluate_checkpoint(ckpt, episodes, **options)
         saved.write_text(json.dumps(result, indent=2))
     return {
         "task": cfg.task.name, "policy": cfg.policy.name, "overrides": overrides,
@@ -83,7 +83,7 @@ def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
         "n_params": summary.get("n_params"), "train_wall_s": summary.get("wall_s_total", summary.get("wall_s")),
         "samples_per_s": summary.get("samples_per_s"),
         "success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
-        "eval_options": EVAL_OPTIONS.get(name, {}),
+        "eval_options": options,
         "n_episodes": result["n_episodes"], "mean_episode_length": result["mean_episode_length"],
         **{k: round(v, 4) for k, v in result.items() if k.startswith("mean_max_")},
         "eval_wall_s": result["wall_s"], "seeds": result["seeds"],
