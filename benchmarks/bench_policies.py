@@ -34,10 +34,11 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     "lift_image_diffusion": (["task=lift_image", "policy=diffusion_image", "train.batch_size=64", "train.steps=4000",
                               "data.path=runs/lift_image/demos.zarr", "run_dir=runs/lift_image/diffusion"], 200),
     # Block as keypoints (the task's default obs_keys), 500 expert attempts. The measured run was
-    # stopped and resumed twice with other train.steps (12000 to step 7,500, 26000 to 14,500, then
-    # 22000), each resume re-targeting the cosine decay: a single run with 22000 differs a little.
-    "pusht_diffusion": (["task=pusht", "policy=diffusion", "train.steps=22000", "train.num_threads=2",
-                         "data.path=runs/pusht/demos_kp.zarr", "run_dir=runs/pusht/diffusion_kp"], 500),
+    # stopped and resumed with other train.steps (12000 to step 7,500, 26000 to 14,500, 22000 to
+    # 22,000, then 56000), each resume re-targeting the cosine decay (so the learning rate rose again
+    # at 22,000): a single run with 56000 differs.
+    "pusht_diffusion": (["task=pusht", "policy=diffusion", "train.steps=56000", "train.num_threads=2",
+                         "data.path=runs/pusht/demos_kp.zarr", "run_dir=runs/pusht/diffusion_kp_long"], 500),
     "can_diffusion": (["task=can", "policy=diffusion", "train.steps=8000", "data.path=runs/can/demos.zarr",
                        "run_dir=runs/can/diffusion"], 200),
     "can_act": (["task=can", "policy=act_small", "train.batch_size=64", "train.lr=3e-4", "train.steps=6000",
