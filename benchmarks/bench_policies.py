@@ -45,6 +45,9 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
                  "train.num_threads=1", "data.path=runs/can/demos.zarr", "run_dir=runs/can/act"], 200),
     "insertion_diffusion": (["task=insertion", "policy=diffusion", "data.path=runs/insertion/demos.zarr",
                              "run_dir=runs/insertion_diffusion"], 100),
+    "insertion_act": (["task=insertion", "policy=act_small", "train.batch_size=64", "train.lr=3e-4",
+                       "train.steps=3000", "train.num_threads=2", "data.path=runs/insertion/demos.zarr",
+                       "run_dir=runs/insertion_act"], 100),
 }
 
 #: name -> evaluate_checkpoint options (PushT's last millimetres need feedback: 2 actions per chunk)
