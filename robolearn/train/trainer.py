@@ -184,7 +184,11 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             sched.load_state_dict(state["scheduler"])
             ema.load_state_dict(state["ema"])
             step = int(state["step"])
-            wall_before = float(state.get("wall_s", 0.0))  # absent in checkpoints of older versions
+            if "wall_s" in state:
+                wall_before = float(state["wall_s"])
+            elif (run_dir / "train_summary.json").is_file():  # a checkpoint of an older version: the last summary's
+                last = json.loads((run_dir / "train_summary.json").read_text())
+                wall_before = float(last.get("wall_s_total", last.get("wall_s", 0.0)))
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
         # LambdaLR saves only its position: a changed train.steps re-targets the cosine decay.
@@ -252,12 +256,10 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     summary_path = run_dir / "train_summary.json"
     if step == start_step and summary_path.is_file():
         return ckpt_dir  # a finished run, called again: nothing trained, keep its summary
-    previous = json.loads(summary_path.read_text()) if start_step > 0 and summary_path.is_file() else {}
     summary = {
         "steps": step, "resumed_from": start_step, "wall_s": round(wall, 2),
-        # wall time of every session of this run, up to its last checkpoint (a killed run resumed
-        # counts both parts; checkpoints of older versions lack it: then the last summary's)
-        "wall_s_total": round((wall_before or previous.get("wall_s_total", previous.get("wall_s", 0.0))) + wall, 2),
+        # wall time of every session of this run, up to its last checkpoint (a killed run resumed counts both parts)
+        "wall_s_total": round(wall_before + wall, 2),
         "samples_per_s": round((step - start_step) * bs / wall, 1) if wall > 0 and step > start_step else None,
         "final_loss_ema": loss_ema, "val_loss": last_val, "n_episodes": data.n_episodes,
         "n_train_windows": n_train, "n_val_episodes": len(data.val_episodes),
