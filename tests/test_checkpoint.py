@@ -85,3 +85,51 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path):
     (ck / "policy.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="do not fit"):
         load_policy(ck)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: raised by an instrumented filesystem call, caught by nobody."""
+
+
+@pytest.mark.parametrize("start", ["latest", "between_renames"])
+def test_a_kill_at_any_filesystem_step_of_a_save_keeps_a_complete_checkpoint(tmp_path, monkeypatch, start):
+    """Kill ``save_checkpoint`` before each rename/delete it makes: a complete checkpoint (the old or the
+    new one) is always readable, including when the save starts from a run killed between the two
+    renames of the previous swap (then ``.old`` is the only copy and must not be deleted first)."""
+    import os
+    import shutil
+
+    import robolearn.train.checkpoint as ckmod
+
+    cfg = OmegaConf.create({"policy": SMALL})
+    n_ops = None
+    k = 0
+    while n_ops is None or k <= n_ops:
+        root = tmp_path / f"k{k}"
+        ck = save_checkpoint(root / "latest", make_policy(seed=0), cfg, "diffusion", train_state={"step": 1})
+        if start == "between_renames":
+            shutil.copytree(ck, root / "latest.tmp")
+            ck.rename(root / "latest.old")
+        calls = []
+
+        def killing(fn):
+            def wrapped(*args, **kwargs):
+                calls.append(fn.__name__)
+                if len(calls) > k:
+                    raise _Killed
+                return fn(*args, **kwargs)
+            return wrapped
+
+        monkeypatch.setattr(ckmod.os, "replace", killing(os.replace))
+        monkeypatch.setattr(ckmod.shutil, "rmtree", killing(shutil.rmtree))
+        try:
+            save_checkpoint(root / "latest", make_policy(seed=1), cfg, "diffusion", train_state={"step": 2})
+            n_ops = len(calls)
+        except _Killed:
+            pass
+        monkeypatch.undo()
+        assert has_checkpoint(root / "latest"), f"no checkpoint after a kill at step {k} ({calls})"
+        assert load_train_state(root / "latest")["step"] in (1, 2)
+        load_policy(root / "latest")
+        k += 1
+    assert n_ops >= 3  # the instrumented calls did run: rmtree old, replace x2 ...

@@ -116,3 +116,54 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 def _step(state_json: Path) -> int:
     skeleton = json.loads(state_json.read_text())
     return dict((k, v) for k, v in skeleton["__dict__"])["step"]
+
+
+def _swap_states(ckpt: Path) -> dict:
+    """Each intermediate state a kill can leave during a checkpoint swap, built by hand from a
+    complete checkpoint ``ckpt`` (``latest``): name -> function that puts the run in that state."""
+    import shutil
+
+    old, tmp = ckpt.with_name("latest.old"), ckpt.with_name("latest.tmp")
+
+    def between_renames():  # latest -> latest.old done, latest.tmp -> latest not yet
+        shutil.copytree(ckpt, tmp)
+        ckpt.rename(old)
+
+    def old_half_deleted():  # new latest in place, latest.old partly removed
+        shutil.copytree(ckpt, old)
+        (old / "model.safetensors").unlink()
+
+    def tmp_half_written():  # killed while writing the next checkpoint
+        shutil.copytree(ckpt, tmp)
+        (tmp / "config.yaml").unlink()
+
+    def old_and_partial_tmp():  # between the renames, then killed again while writing the next one
+        ckpt.rename(old)
+        shutil.copytree(old, tmp)
+        (tmp / "policy.json").unlink()
+
+    return {"between_renames": between_renames, "old_half_deleted": old_half_deleted,
+            "tmp_half_written": tmp_half_written, "old_and_partial_tmp": old_and_partial_tmp}
+
+
+@pytest.mark.parametrize("state", ["between_renames", "old_half_deleted", "tmp_half_written", "old_and_partial_tmp"])
+def test_resume_from_every_intermediate_swap_state(tmp_path, state):
+    """A run killed at any point of a checkpoint swap resumes from its last complete checkpoint, still
+    refuses a changed config, and ends with the weights of the same run left alone (10 steps, then
+    extended to 20)."""
+    toy_store(tmp_path / "toy.zarr")
+    for steps in (10, 20):
+        train(load_config(overrides(tmp_path, steps, run="undisturbed")), progress=False)
+    train(load_config(overrides(tmp_path, 10, run="run")), progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "latest"
+    _swap_states(ckpt)[state]()
+    with pytest.raises(ConfigError, match="train.lr"):  # the config check reads the surviving checkpoint
+        train(load_config([*overrides(tmp_path, 20, run="run"), "train.lr=0.5"]), progress=False)
+    train(load_config(overrides(tmp_path, 20, run="run")), progress=False)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert (summary["resumed_from"], summary["steps"]) == (10, 20)
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["latest"]  # the next save cleaned up
+    a = load_file(str(tmp_path / "undisturbed" / "checkpoints" / "latest" / "model.safetensors"))
+    b = load_file(str(ckpt / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

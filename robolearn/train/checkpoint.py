@@ -10,8 +10,10 @@ A checkpoint is a directory::
     train_state.safetensors  optimizer / scheduler / EMA / RNG tensors   (resume only)
     train_state.json         their non-tensor structure and the step     (resume only)
 
-Directories are written next to their final place and renamed into it, so a kill while saving
-leaves the previous checkpoint intact.
+Directories are written next to their final place (``<name>.tmp``), flushed to disk, and renamed
+into it; the previous checkpoint is kept as ``<name>.old`` until the new one is in place, so a kill
+at any instant leaves a complete checkpoint in ``<name>`` or ``<name>.old`` (readers fall back to
+``.old``: :func:`resolve_checkpoint_dir`).
 """
 
 from __future__ import annotations
@@ -82,23 +84,65 @@ def unpack_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
 # ------------------------------------------------------------------ atomic directory writes
 
 
+_REQUIRED = ("policy.json", "model.safetensors", "config.yaml")
+
+
+def _is_complete(path: Path) -> bool:
+    """Whether ``path`` holds every file a checkpoint needs (a directory is only ever renamed into
+    place once complete, so a partial one is a stale ``.tmp`` or a half-deleted ``.old``)."""
+    return all((path / name).is_file() for name in _REQUIRED)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush the files of ``path`` and the directory itself to disk (survives a power cut, not only a kill)."""
+    for f in path.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move the complete directory ``tmp`` to ``final`` so that, at every instant, ``final`` or
+    ``final.old`` holds a complete checkpoint (the newest one that was complete).
+
+    The previous ``final`` is first renamed to ``final.old`` (deleting an older ``.old`` only while
+    ``final`` is complete, so the last good copy is never the one removed), then ``tmp`` becomes
+    ``final``, then ``.old`` goes. A kill between any two of these steps leaves a state that
+    :func:`resolve_checkpoint_dir` reads and the next save repairs.
+    """
     old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
+    if _is_complete(final):
+        if old.exists():
+            shutil.rmtree(old)  # ``final`` is complete: the older copy is not needed
         os.replace(final, old)
+    elif final.exists():
+        shutil.rmtree(final)  # not a checkpoint (never renamed into place complete): ``.old`` is the good one
     os.replace(tmp, final)
+    _fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
 
 
-def _resolve_dir(path: Path) -> Path:
-    """The checkpoint directory to read: ``path`` or, after a kill mid-swap, ``path.old``."""
-    if (path / "model.safetensors").is_file():
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory to read for ``path``: ``path`` itself when complete or, after a run
+    was killed between the two renames of a checkpoint swap, ``path.old``. Returns ``path``
+    unchanged when neither holds a complete checkpoint."""
+    path = Path(path)
+    if _is_complete(path):
         return path
     old = path.with_name(path.name + ".old")
-    if (old / "model.safetensors").is_file():
+    if _is_complete(old):
         return old
     return path
 
@@ -143,13 +187,14 @@ def save_checkpoint(
         tensors, skeleton = pack_state(train_state)
         save_file(tensors, str(tmp / "train_state.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(skeleton))
+    _fsync_tree(tmp)
     _replace_dir(tmp, path)
     return path
 
 
 def has_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` (or its ``.old`` twin) holds a readable checkpoint."""
-    return (_resolve_dir(Path(path)) / "model.safetensors").is_file()
+    """Whether ``path`` (or its ``.old`` twin) holds a complete checkpoint."""
+    return _is_complete(resolve_checkpoint_dir(path))
 
 
 def _checkpoint_dir(path: str | Path) -> Path:
@@ -157,7 +202,7 @@ def _checkpoint_dir(path: str | Path) -> Path:
     path = Path(path)
     if not (path / "policy.json").exists() and has_checkpoint(path / "checkpoints" / "latest"):
         path = path / "checkpoints" / "latest"  # a run directory
-    path = _resolve_dir(path)
+    path = resolve_checkpoint_dir(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     for name in ("policy.json", "model.safetensors", "config.yaml"):
@@ -207,7 +252,7 @@ def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
 
 def load_train_state(path: str | Path) -> dict | None:
     """The resume state saved by :func:`save_checkpoint`, or ``None`` if there is none."""
-    path = _resolve_dir(Path(path))
+    path = resolve_checkpoint_dir(Path(path))
     if not (path / "train_state.json").is_file():
         return None
     skeleton = json.loads((path / "train_state.json").read_text())

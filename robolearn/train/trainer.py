@@ -22,7 +22,7 @@ from robolearn.data.normalizer import compute_stats
 from robolearn.data.sampler import SequenceSampler, split_episodes
 from robolearn.data.store import EpisodeStore, is_image_key
 from robolearn.policies import build_policy
-from robolearn.train.checkpoint import has_checkpoint, load_train_state, save_checkpoint
+from robolearn.train.checkpoint import has_checkpoint, load_train_state, resolve_checkpoint_dir, save_checkpoint
 from robolearn.utils.errors import ConfigError, StoreError
 
 # Keys that may change between a run and its resumption (they do not change what is learned so far).
@@ -144,19 +144,20 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
 
     resume = has_checkpoint(ckpt_dir)
     if resume:
-        old = OmegaConf.load(ckpt_dir / "config.yaml") if (ckpt_dir / "config.yaml").exists() else None
-        if old is not None:
-            a, b = _flat(old), _flat(cfg)
-            # Task/eval/data keys the old run's config did not have (added to robolearn since, e.g. the
-            # camera settings) are not a change: the run was made without them. Every other key must
-            # match (policy keys always: they define the model), or be a resumable change.
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES
-                          and (k in a or k.startswith("policy.")))
-            if diff:
-                raise ConfigError(
-                    f"{run_dir} holds a run with a different config ({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])}); "
-                    f"set run_dir=... to start a new run"
-                )
+        # After a kill between the two renames of a checkpoint swap, the complete one is ``latest.old``.
+        resume_dir = resolve_checkpoint_dir(ckpt_dir)
+        old = OmegaConf.load(resume_dir / "config.yaml")
+        a, b = _flat(old), _flat(cfg)
+        # Task/eval/data keys the old run's config did not have (added to robolearn since, e.g. the
+        # camera settings) are not a change: the run was made without them. Every other key must
+        # match (policy keys always: they define the model), or be a resumable change.
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES
+                      and (k in a or k.startswith("policy.")))
+        if diff:
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config ({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])}); "
+                f"set run_dir=... to start a new run"
+            )
 
     data = TrainingData(cfg)
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
@@ -177,8 +178,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     if resume:
         from safetensors.torch import load_file
 
-        state = load_train_state(ckpt_dir)
-        policy.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
+        state = load_train_state(resume_dir)
+        policy.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
         if state is not None:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
