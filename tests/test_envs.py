@@ -115,3 +115,31 @@ def test_expert_constants_match_robosuite():
     geoms = [g for g in range(square.model.ngeom) if square.model.geom_bodyid[g] == peg]
     top = max(square.data.geom_xpos[g][2] + square.model.geom_size[g][2] for g in geoms)
     assert top == pytest.approx(SQUARE_PEG_TOP, abs=1e-6)
+
+
+# One camera per task (robosuite's scenes and ours name them differently); lift_image has its own two.
+_CAMERA = {"lift": "agentview", "can": "agentview", "square": "agentview", "pusht": "top", "insertion": "front",
+           "lift_image": None}
+
+
+@pytest.mark.skipif(__import__("robolearn.utils.gl", fromlist=["pick_backend"]).pick_backend() is None
+                    and not __import__("os").environ.get("ROBOLEARN_REQUIRE_RENDER"), reason="no offscreen rendering")
+@pytest.mark.parametrize("task", sorted(_CAMERA))
+def test_every_task_declares_the_space_of_what_it_returns(task):
+    """Vector envs size their buffers from the declared space: image keys must be ``uint8 (H, W, 3)``
+    in [0, 255] (not float32), low-dim keys float32, and a reset's observation must fit the space."""
+    overrides = [f"task={task}"] + ([f"task.cameras=[{_CAMERA[task]}]"] if _CAMERA[task] else [])
+    env = make_env(load_config(overrides).task)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert set(env.observation_space.spaces) == set(obs)
+        assert any(k.endswith("_image") for k in obs)
+        for k, space in env.observation_space.spaces.items():
+            if k.endswith("_image"):
+                assert space.dtype == np.uint8 and space.shape == obs[k].shape and space.shape[-1] == 3, k
+                assert space.low.min() == 0 and space.high.max() == 255, k
+            else:
+                assert space.dtype == np.float32, k
+        assert env.observation_space.contains(obs)
+    finally:
+        env.close()

@@ -175,9 +175,12 @@ class RobosuiteEnv(CameraEnvMixin, gym.Env):
         self.cameras.check(self.model)
         raw = self._env.reset()
         obs = self._convert(raw)
-        self.observation_space = gym.spaces.Dict(
-            {k: gym.spaces.Box(-np.inf, np.inf, shape=v.shape, dtype=np.float32) for k, v in obs.items()}
-        )
+        images = self.cameras.spaces()  # uint8 (H, W, 3) per camera, as in every other env
+        self.observation_space = gym.spaces.Dict({
+            **{k: gym.spaces.Box(-np.inf, np.inf, shape=v.shape, dtype=np.float32)
+               for k, v in obs.items() if k not in images},
+            **images,
+        })
         high = np.array([MAX_DELTA_POS] * 3 + [MAX_DELTA_ROT] * 3 + [1.0], dtype=np.float32)
         self.action_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self._t = 0
