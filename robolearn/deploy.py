@@ -82,7 +82,9 @@ class PolicyStack:
 
     Attributes:
         cfg, rcfg: the checkpoint's and the robot's configs.
-        robot, runner, scheduler, source, adapter: the built parts (the robot is not connected yet).
+        robot, runner, scheduler, source, adapter: the built parts (the runner's policy process is
+            started, the robot is not connected yet). :meth:`close` (or ``with PolicyStack(...)``)
+            stops the process and disconnects the robot.
         rate_hz, policy_hz, ticks_per_slot, slot_s: loop rate, policy rate, periods per policy step.
 
     Raises:
@@ -123,7 +125,7 @@ class PolicyStack:
         factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
         if stall_s > 0 and stall_calls:
             factory = StallingPolicy(factory, stall_s, tuple(stall_calls))
-        self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads).start()
+        self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads)
         self.scheduler = ActionScheduler(adapter.action_dim, mode="receding", interpolate=adapter.interpolate,
                                          quat_slice=adapter.quat_slice)
         obs_keys = list(cfg.task.obs_keys)
@@ -134,6 +136,20 @@ class PolicyStack:
 
         self.source = PolicySource(self.runner, self.scheduler, adapter, obs_fn,
                                    int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps), self.slot_s)
+        self.runner.start()  # last: nothing after it can fail and leave the policy process behind
+
+    def close(self) -> None:
+        """Stop the policy process and disconnect the robot (idempotent; safe when either never started)."""
+        try:
+            self.runner.close()
+        finally:
+            self.robot.disconnect()
+
+    def __enter__(self) -> "PolicyStack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def new_safety(self) -> SafetyLayer:
         """A fresh safety layer anchored on the robot's current state (connected robot)."""
@@ -184,8 +200,8 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
     results = []
     t_start = time.monotonic()
     bar = progress_bar(total=len(seeds), desc="deploy", disable=not progress, unit="ep")
-    rb.connect()
     try:
+        rb.connect()  # inside the try: a robot that fails to connect must not leave the policy process running
         for seed in seeds:
             runner.reset()
             source.reset()
@@ -214,8 +230,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}", refresh=False)
     finally:
         bar.close()
-        runner.close()
-        rb.disconnect()
+        st.close()
     out = summarize(results)
     lat = np.asarray(runner.latencies) * 1e3
     out.update({
