@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robolearn.deploy import PolicyStack, deploy
+from robolearn.apps.deploy import PolicyStack, deploy
 from robolearn.robots.loop import ControlLoop
 from robolearn.robots.session import ControlSession
 from robolearn.robots.types import Command, ControlMode, FaultKind

@@ -56,7 +56,7 @@ EVAL_OPTIONS: dict[str, dict] = {"pusht_diffusion": {"n_action_steps": 2}}
 
 def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
     from robolearn.data.store import EpisodeStore
-    from robolearn.envs.collect import collect_demos
+    from robolearn.apps.collect import collect_demos
     from robolearn.eval.rollout import evaluate_checkpoint
     from robolearn.train.trainer import train
     from robolearn.utils.config import load_config

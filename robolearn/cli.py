@@ -1,5 +1,7 @@
 """``robolearn <command>``: quickstart, collect, train, eval, deploy, record, replay, inspect.
 
+Argument parsing and printing only: each command calls its job in :mod:`robolearn.apps`.
+
 Errors caused by input (paths, stores, configs, checkpoints) print one line and exit 1; ``--debug``
 shows the traceback instead.
 """
@@ -9,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from pathlib import Path
 
 
 # ------------------------------------------------------------------ commands
@@ -62,14 +62,11 @@ def _flatten(x):
 
 def cmd_collect(args) -> int:
     """``robolearn collect``: record scripted-expert episodes into a store."""
-    from robolearn.envs.collect import collect_demos
-    from robolearn.utils.config import load_config
+    from robolearn.apps.collect import collect
 
-    cams = [f"task.cameras=[{','.join(args.cameras)}]"] if args.cameras else []
-    cfg = load_config([f"task={args.task}", *cams, *args.overrides])
-    out = args.out or cfg.data.path
-    result = collect_demos(cfg.task, out, args.episodes, seed_start=args.seed_start, keep_failed=args.keep_failed,
-                           append=args.append, overwrite=args.overwrite)
+    result = collect(args.task, args.episodes, out=args.out, cameras=args.cameras, overrides=args.overrides,
+                     seed_start=args.seed_start, keep_failed=args.keep_failed, append=args.append,
+                     overwrite=args.overwrite)
     print(f"collected {result['kept']} episodes ({result['steps']} steps) into {result['path']}; "
           f"dropped {result['dropped']} failed of {result['attempted']} attempted; {result['wall_s']:.1f} s")
     return 0
@@ -77,31 +74,20 @@ def cmd_collect(args) -> int:
 
 def cmd_train(args) -> int:
     """``robolearn train [overrides]``: train (or resume) the configured policy."""
-    from robolearn.train.trainer import train
-    from robolearn.utils.config import load_config
+    from robolearn.apps.train import train_from_overrides
 
-    cfg = load_config(args.overrides)
-    ckpt = train(cfg)
-    print(f"checkpoint: {ckpt}")
+    print(f"checkpoint: {train_from_overrides(args.overrides)}")
     return 0
 
 
 def cmd_eval(args) -> int:
     """``robolearn eval CHECKPOINT``: held-out rollouts; prints the success rate, writes JSON and a
     report folder (``report.md``, plots, MP4 videos of the first episodes)."""
-    from robolearn.eval.report import write_eval_report
-    from robolearn.eval.rollout import evaluate_checkpoint
+    from robolearn.apps.eval import evaluate
 
-    ckpt = Path(args.checkpoint)
-    out = Path(args.out) if args.out else _run_dir(ckpt) / f"eval_{args.episodes}.json"
-    report_dir = out.with_suffix("")
-    result = evaluate_checkpoint(ckpt, args.episodes, seed_start=args.seed_start, n_envs=args.n_envs,
-                                 use_ema=not args.no_ema, num_inference_steps=args.ddim_steps,
-                                 n_videos=args.videos, video_dir=report_dir / "videos",
-                                 n_action_steps=args.action_steps)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    report = write_eval_report(report_dir, result)
+    result, out, report = evaluate(args.checkpoint, args.episodes, out=args.out, seed_start=args.seed_start,
+                                   n_envs=args.n_envs, use_ema=not args.no_ema, num_inference_steps=args.ddim_steps,
+                                   n_action_steps=args.action_steps, videos=args.videos)
     lo, hi = result["success_ci95"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
           f"95% CI [{lo:.3f}, {hi:.3f}], mean episode length {result['mean_episode_length']:.1f}; "
@@ -110,20 +96,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _run_dir(ckpt: Path) -> Path:
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
-
-
 def cmd_deploy(args) -> int:
     """``robolearn deploy CHECKPOINT --robot NAME``: policy episodes through the HAL; JSON report."""
-    from robolearn.deploy import deploy
+    from robolearn.apps.deploy import deploy_and_save
 
-    ckpt = Path(args.checkpoint)
-    result = deploy(ckpt, robot=args.robot, episodes=args.episodes, seed_start=args.seed_start,
-                    realtime=not args.no_realtime, num_inference_steps=args.ddim_steps, use_ema=not args.no_ema)
-    out = Path(args.out) if args.out else _run_dir(ckpt) / f"deploy_{result['robot']}_{args.episodes}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    result, out = deploy_and_save(args.checkpoint, robot=args.robot, episodes=args.episodes, out=args.out,
+                                  seed_start=args.seed_start, realtime=not args.no_realtime,
+                                  num_inference_steps=args.ddim_steps, use_ema=not args.no_ema)
     lo, hi = result["success_ci95"]
     lat = result["loop"]["lateness"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
@@ -135,18 +114,13 @@ def cmd_deploy(args) -> int:
 
 def cmd_record(args) -> int:
     """``robolearn record --robot sim --device keyboard``: teleoperated episodes into a Zarr store."""
-    from robolearn.teleop.devices import make_device
-    from robolearn.teleop.record import record
+    from robolearn.apps.record import record_with_device
 
-    device = make_device(args.device)
     print("recording: c start, s stop and keep, Backspace discard, q quit; "
           "move i/k j/l u/o (x y z), y/h yaw, space gripper" if args.device == "keyboard" else
           "recording: see `robolearn record --help` for the device's buttons", flush=True)
-    try:
-        result = record(args.robot, device, args.out, fps=args.fps, append=args.append, seed_start=args.seed_start,
-                        realtime=not args.no_realtime)
-    finally:
-        device.close()
+    result = record_with_device(args.robot, args.device, args.out, fps=args.fps, append=args.append,
+                                seed_start=args.seed_start, realtime=not args.no_realtime)
     print(f"{result['committed']} episode(s) kept, {result['discarded']} discarded; "
           f"{result['episodes']} in {result['path']}")
     return 0
@@ -154,7 +128,7 @@ def cmd_record(args) -> int:
 
 def cmd_replay(args) -> int:
     """``robolearn replay STORE --episode N``: play a recorded episode back through the loop."""
-    from robolearn.teleop.record import replay
+    from robolearn.apps.replay import replay
 
     result = replay(args.store, args.episode, args.robot, realtime=not args.no_realtime)
     extra = "" if result["success"] is None else f", task success {result['success']}"
@@ -167,65 +141,14 @@ def cmd_replay(args) -> int:
 
 def cmd_quickstart(args) -> int:
     """``robolearn quickstart``: collect → train → evaluate → report, each step resumable."""
-    from robolearn.data.store import EpisodeStore
-    from robolearn.envs.collect import collect_demos
-    from robolearn.eval.report import write_report
-    from robolearn.eval.rollout import evaluate_checkpoint
-    from robolearn.train.trainer import train
-    from robolearn.utils.config import load_config
-    from robolearn.utils.errors import StoreError
+    from robolearn.apps.quickstart import quickstart
 
-    out = Path(args.out)
-    given = {o.split("=", 1)[0].lstrip("+") for o in args.overrides}
-    defaults = []
-    if "run_dir" not in given:
-        defaults.append(f"run_dir={out / 'train'}")
-    if "data.path" not in given:
-        defaults.append(f"data.path={out / 'demos.zarr'}")
-    cfg = load_config([*defaults, *args.overrides])
-    out.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    t_all = time.monotonic()
-
-    print(f"[1/4] collecting {cfg.collect.episodes} scripted demonstrations of '{cfg.task.name}'")
-    t = time.monotonic()
-    marker = out / "collect.json"
-    collected = None
-    if marker.is_file():
-        try:
-            store = EpisodeStore.open(cfg.data.path)
-            collected = json.loads(marker.read_text())
-            print(f"      reusing {cfg.data.path} ({store.n_episodes} episodes)")
-        except StoreError:
-            collected = None
-    if collected is None:
-        collected = collect_demos(cfg.task, cfg.data.path, int(cfg.collect.episodes),
-                                  seed_start=int(cfg.collect.seed_start), overwrite=True)
-        marker.write_text(json.dumps(collected))
-        print(f"      kept {collected['kept']}, dropped {collected['dropped']} failed episodes")
-    timings["collect_s"] = round(time.monotonic() - t, 1)
-
-    print(f"[2/4] training '{cfg.policy.name}' for {cfg.train.steps} steps -> {cfg.run_dir}")
-    t = time.monotonic()
-    ckpt = train(cfg)
-    timings["train_s"] = round(time.monotonic() - t, 1)
-
-    print(f"[3/4] evaluating on {cfg.eval.episodes} held-out seeds")
-    t = time.monotonic()
-    result = evaluate_checkpoint(ckpt, int(cfg.eval.episodes), n_videos=int(cfg.eval.videos),
-                                 video_dir=out / "report" / "videos")
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
-    timings["eval_s"] = round(time.monotonic() - t, 1)
-
-    print("[4/4] writing report")
-    timings["total_s"] = round(time.monotonic() - t_all, 1)
-    report = write_report(out / "report", cfg.run_dir, result,
-                          extra={"collect": {k: collected[k] for k in ("kept", "dropped", "steps")},
-                                 "timings": timings})
+    done = quickstart(args.out, args.overrides)
+    result = done["eval"]
     lo, hi = result["success_ci95"]
     print(f"\nsuccess rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
-          f"95% CI [{lo:.3f}, {hi:.3f}]; total {timings['total_s']:.0f} s")
-    print(f"report: {report / 'report.md'}")
+          f"95% CI [{lo:.3f}, {hi:.3f}]; total {done['timings']['total_s']:.0f} s")
+    print(f"report: {done['report'] / 'report.md'}")
     return 0
 
 

@@ -67,7 +67,7 @@ def test_lift_camera_and_video_frames():
 @needs_render
 def test_collect_with_cameras_stores_lossless_frames(tmp_path):
     from robolearn.envs import make_env
-    from robolearn.envs.collect import collect_demos
+    from robolearn.apps.collect import collect_demos
     from robolearn.utils.config import load_config
 
     cfg = load_config(["task=insertion", "task.cameras=[top]", "task.image_size=[32,32]"])
@@ -120,7 +120,7 @@ def test_format3_store_keeps_images_lossless(tmp_path):
 @pytest.mark.parametrize("task,camera", [("lift", "agentview"), ("can", "robot0_eye_in_hand"), ("square", "frontview"),
                                          ("pusht", "top"), ("insertion", "front")])
 def test_collect_works_for_every_task_with_a_camera(tmp_path, task, camera):
-    from robolearn.envs.collect import collect_demos
+    from robolearn.apps.collect import collect_demos
     from robolearn.utils.config import load_config
 
     cfg = load_config([f"task={task}", f"task.cameras=[{camera}]", "task.image_size=[24,32]"])

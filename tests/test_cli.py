@@ -90,7 +90,7 @@ def test_unknown_robot_names_the_known_ones():
 def test_deploy_refuses_an_image_policy_clearly(tmp_path):
     from omegaconf import OmegaConf
 
-    from robolearn.deploy import PolicyStack
+    from robolearn.apps.deploy import PolicyStack
     from robolearn.utils.config import load_config
     from robolearn.utils.errors import ConfigError
 

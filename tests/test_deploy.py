@@ -28,7 +28,7 @@ def tiny_lift_checkpoint(path):
 
 
 def test_a_robot_that_fails_to_connect_leaves_no_policy_process(tmp_path, monkeypatch):
-    import robolearn.deploy as deploy_mod
+    import robolearn.apps.deploy as deploy_mod
 
     real_make_robot = deploy_mod.make_robot
     made = []

@@ -7,7 +7,8 @@ from robolearn.robots.loop import ControlLoop, ManualClock
 from robolearn.robots.runner import ChunkResult
 from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.scheduler import ActionScheduler
-from robolearn.robots.session import ControlSession, DeltaEefAdapter, PolicySource
+from robolearn.envs.actions import DeltaEefAdapter
+from robolearn.robots.session import ControlSession, PolicySource
 from robolearn.robots.types import Capabilities, Command, ControlMode, FaultKind, RobotLimits, RobotState
 
 LIMITS = RobotLimits(joint_lower=-np.ones(2), joint_upper=np.ones(2), joint_vel_max=np.ones(2),

@@ -12,7 +12,8 @@ from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.session import ControlSession
 from robolearn.robots.twin import MujocoTwin
 from robolearn.teleop.devices import GamepadDevice, KeyboardDevice, SpaceMouseDevice, make_device
-from robolearn.teleop.record import Recorder, ReplaySource, TeleopSource, open_record_store
+from robolearn.apps.record import open_record_store
+from robolearn.teleop.recorder import Recorder, ReplaySource, TeleopSource
 
 
 

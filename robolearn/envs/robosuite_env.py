@@ -33,11 +33,8 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
+from robolearn.envs.actions import MAX_DELTA_POS, MAX_DELTA_ROT  # largest change per control step (m, rad)
 from robolearn.envs.rendering import CameraEnvMixin
-
-#: Maximum end-effector change per control step accepted by the controller: metres, then radians.
-MAX_DELTA_POS = 0.05
-MAX_DELTA_ROT = 0.5
 
 _ROBOSUITE = None
 

@@ -9,14 +9,9 @@ device, a starved policy) makes the robot hold once the timeout passes. A driver
 robot-side stop (a UR protective stop) gets a ``DRIVER`` fault latched.
 
 Policies act at their own rate (the dataset's, e.g. 20 Hz), the loop at the robot's (e.g. 500 Hz):
-a *slot* is one policy step, ``ticks_per_slot`` loop periods. Action adapters turn a policy's action
-vector into a :class:`~robolearn.robots.types.Command`:
-
-* :class:`DeltaEefAdapter` for robosuite-style relative actions (our Lift task): each action is a
-  goal offset from the pose measured at the start of its slot, held for the slot, exactly as the
-  simulator's controller applies it during ``robolearn eval``;
-* :class:`AbsoluteEefAdapter` for absolute pose actions (position, xyzw quaternion, gripper), which
-  the scheduler interpolates to the loop rate (linear + SLERP).
+a *slot* is one policy step, ``ticks_per_slot`` loop periods. An :class:`ActionAdapter` (the task's
+action convention, from :mod:`robolearn.envs.actions`: the HAL itself knows no task) gives the pose
+goal of each action, which becomes a :class:`~robolearn.robots.types.Command`.
 """
 
 from __future__ import annotations
@@ -31,43 +26,28 @@ from robolearn.robots.runner import PolicyRunner
 from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.scheduler import ActionScheduler
 from robolearn.robots.types import Command, ControlMode, FaultKind, Robot, RobotState
-from robolearn.utils.rotations import quat_multiply, rotvec_to_quat
 
 
-class DeltaEefAdapter:
-    """Relative EEF action ``(7,)``: ``[dx, dy, dz]`` m and an axis-angle ``[rx, ry, rz]`` rad in the
-    base frame, then the gripper in ``[-1, 1]`` (-1 open, +1 closed; robosuite's convention).
+class ActionAdapter(Protocol):
+    """A task's action convention, as the HAL needs it (implementations:
+    :mod:`robolearn.envs.actions`): ``action_dim``; whether the scheduler interpolates its
+    actions (absolute poses) or they are held per slot (relative ones); ``quat_slice``, the
+    quaternion's place in the action for SLERP (or ``None``); and the pose goal of one action."""
 
-    The command's goal is the anchor pose (measured at the start of the action's slot) moved by the
-    offset; the gripper opening is ``(1 - g) / 2``.
-    """
+    action_dim: int
+    interpolate: bool
+    quat_slice: tuple[int, int] | None
 
-    action_dim = 7
-    interpolate = False
-    quat_slice = None
-
-    def to_command(self, action: np.ndarray, anchor: RobotState, now: float) -> Command:
-        """The :class:`Command` for ``action`` (shape ``(7,)``) relative to ``anchor``."""
-        a = np.asarray(action, dtype=np.float64)
-        quat = quat_multiply(rotvec_to_quat(a[3:6]), np.asarray(anchor.eef_quat, np.float64))
-        return Command(ControlMode.EEF_POSE, eef_pos=np.asarray(anchor.eef_pos) + a[:3], eef_quat=quat,
-                       gripper=float(np.clip((1.0 - a[6]) / 2.0, 0.0, 1.0)), timestamp=now)
+    def to_goal(self, action: np.ndarray, anchor_pos: np.ndarray,
+                anchor_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(position m (3,), quaternion xyzw (4,), gripper opening [0, 1])`` of ``action``,
+        relative to the anchor pose where the convention is relative."""
 
 
-class AbsoluteEefAdapter:
-    """Absolute EEF action ``(8,)``: position m, quaternion xyzw, gripper opening in ``[0, 1]``."""
-
-    action_dim = 8
-    interpolate = True
-    quat_slice = (3, 7)
-
-    def to_command(self, action: np.ndarray, anchor: RobotState, now: float) -> Command:
-        """The :class:`Command` for ``action`` (shape ``(8,)``); ``anchor`` is unused."""
-        a = np.asarray(action, dtype=np.float64)
-        return Command(ControlMode.EEF_POSE, eef_pos=a[:3], eef_quat=a[3:7], gripper=float(a[7]), timestamp=now)
-
-
-ADAPTERS = {"delta_eef": DeltaEefAdapter, "absolute_eef": AbsoluteEefAdapter}
+def goal_command(adapter: ActionAdapter, action: np.ndarray, anchor: RobotState, now: float) -> Command:
+    """The EEF-pose :class:`Command` of ``action`` under ``adapter``, anchored on the measured ``anchor``."""
+    pos, quat, opening = adapter.to_goal(action, anchor.eef_pos, anchor.eef_quat)
+    return Command(ControlMode.EEF_POSE, eef_pos=pos, eef_quat=quat, gripper=opening, timestamp=now)
 
 
 class ChunkCommands:
@@ -79,7 +59,7 @@ class ChunkCommands:
         ValueError: scheduler and adapter disagree on action size or interpolation.
     """
 
-    def __init__(self, scheduler: ActionScheduler, adapter):
+    def __init__(self, scheduler: ActionScheduler, adapter: ActionAdapter):
         if scheduler.action_dim != adapter.action_dim or scheduler.interpolate != adapter.interpolate:
             raise ValueError("scheduler and adapter disagree on action size or interpolation")
         self.scheduler, self.adapter = scheduler, adapter
@@ -94,7 +74,7 @@ class ChunkCommands:
         """The command for the period at ``deadline`` (monotonic s)."""
         if self.adapter.interpolate or slot_start:
             action = self.scheduler.get(deadline)
-            self.held = None if action is None else self.adapter.to_command(action, state, deadline)
+            self.held = None if action is None else goal_command(self.adapter, action, state, deadline)
         return self.held
 
 
@@ -117,7 +97,7 @@ class PolicySource:
         runner: a started :class:`PolicyRunner`.
         scheduler: the :class:`ActionScheduler` (its ``action_dim`` and ``interpolate`` must match
             the adapter's).
-        adapter: :class:`DeltaEefAdapter` or :class:`AbsoluteEefAdapter`.
+        adapter: the task's :class:`ActionAdapter` (e.g. :class:`robolearn.envs.actions.DeltaEefAdapter`).
         obs_fn: returns the policy's observation ``{key: (*shape)}`` now (raw units).
         n_obs_steps, n_action_steps: the policy's history length and executed chunk length.
         slot_s: policy period (s), e.g. 0.05 at 20 Hz.
@@ -126,7 +106,7 @@ class PolicySource:
         ValueError: adapter and scheduler disagree.
     """
 
-    def __init__(self, runner: PolicyRunner, scheduler: ActionScheduler, adapter, obs_fn: Callable[[], dict],
+    def __init__(self, runner: PolicyRunner, scheduler: ActionScheduler, adapter: ActionAdapter, obs_fn: Callable[[], dict],
                  n_obs_steps: int, n_action_steps: int, slot_s: float):
         self.commands = ChunkCommands(scheduler, adapter)
         self.runner, self.scheduler, self.adapter, self.obs_fn = runner, scheduler, adapter, obs_fn

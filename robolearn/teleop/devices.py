@@ -3,7 +3,7 @@
 A device turns its raw input into a :class:`TeleopInput`: an end-effector twist in the robot's base
 frame (linear m/s, angular rad/s), an optional gripper target (normalized opening, 1 open) and the
 recording events it saw (``"start"``, ``"stop"``, ``"discard"``, ``"quit"``). The
-:class:`~robolearn.teleop.record.TeleopSource` integrates the twist into a pose target, so every
+:class:`~robolearn.teleop.recorder.TeleopSource` integrates the twist into a pose target, so every
 device drives the robot through the same safety layer and loop as a policy.
 
 Each device reads its hardware through a small *backend* callable, so tests drive them headless with

@@ -1,4 +1,6 @@
-"""Teleoperated recording and replay through the control loop.
+"""Teleoperated recording and replay through the control loop: the command sources and the
+recorder (the jobs that wire them to a robot are :mod:`robolearn.apps.record` and
+:mod:`robolearn.apps.replay`).
 
 :class:`TeleopSource` integrates a device's twist into an end-effector pose target every period and
 hands it to the safety layer like any other command source. :class:`Recorder` runs at every policy
@@ -27,15 +29,12 @@ from typing import Any, Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from robolearn.data.store import EpisodeStore, KeyInfo
+from robolearn.data.store import EpisodeStore
 from robolearn.robots.scheduler import ActionScheduler
-from robolearn.robots.session import AbsoluteEefAdapter, ChunkCommands, DeltaEefAdapter
+from robolearn.envs.actions import AbsoluteEefAdapter, DeltaEefAdapter
+from robolearn.robots.session import ChunkCommands
 from robolearn.robots.types import Command, ControlMode, RobotState
 from robolearn.teleop.devices import TeleopInput
-
-#: Largest goal offset a Lift action may hold (m, rad), as in the eval environment.
-MAX_DELTA_POS, MAX_DELTA_ROT = 0.05, 0.5
-
 
 class TeleopSource:
     """Command source from a teleop device: the twist integrated into a pose target.
@@ -81,16 +80,6 @@ class TeleopSource:
         return Command(ControlMode.EEF_POSE, eef_pos=pos, eef_quat=quat, gripper=self.gripper, timestamp=deadline)
 
 
-def delta_action(target_pos, target_quat, gripper: float, state: RobotState) -> np.ndarray:
-    """The Lift-convention action ``(7,)`` that asks for ``target`` from the measured ``state``:
-    position offset (m) and axis-angle (rad), clipped to the eval environment's limits, and the
-    gripper in ``[-1, 1]`` (-1 open)."""
-    dpos = np.clip(np.asarray(target_pos) - state.eef_pos, -MAX_DELTA_POS, MAX_DELTA_POS)
-    drot = (Rotation.from_quat(target_quat) * Rotation.from_quat(state.eef_quat).inv()).as_rotvec()
-    drot = np.clip(drot, -MAX_DELTA_ROT, MAX_DELTA_ROT)
-    return np.concatenate([dpos, drot, [1.0 - 2.0 * gripper]]).astype(np.float32)
-
-
 class Recorder:
     """Writes teleoperated episodes to a store at every slot of the loop (see the module docstring).
 
@@ -103,6 +92,8 @@ class Recorder:
         max_steps: an episode is stopped (committed) after this many steps.
         cameras: ``{name: () -> uint8 (H, W, 3)}``, each stored as key ``<name>_image`` (the newest
             frame at the step; a camera must not block, see :mod:`robolearn.teleop.cameras`).
+        adapter: the task's action convention; ``action`` is its ``from_goal`` of the target
+            (default :class:`~robolearn.envs.actions.DeltaEefAdapter`, Lift's).
 
     Attributes:
         committed, discarded: episode counts of this session.
@@ -110,8 +101,10 @@ class Recorder:
     """
 
     def __init__(self, store: EpisodeStore, robot, source: TeleopSource, safety, seed_start: int = 0,
-                 max_steps: int = 10_000, cameras: dict[str, Callable[[], np.ndarray]] | None = None):
+                 max_steps: int = 10_000, cameras: dict[str, Callable[[], np.ndarray]] | None = None,
+                 adapter=None):
         self.store, self.robot, self.source, self.safety = store, robot, source, safety
+        self.adapter = adapter if adapter is not None else DeltaEefAdapter()
         self.cameras = dict(cameras or {})
         self.seed = int(seed_start)
         self.max_steps = int(max_steps)
@@ -178,7 +171,7 @@ class Recorder:
             pos, quat = self.source.target
             g = self.source.gripper
             images = {f"{name}_image": cam() for name, cam in self.cameras.items()}
-            self.store.add_step({**robot_obs(self.robot, state), **images, "action": delta_action(pos, quat, g, state),
+            self.store.add_step({**robot_obs(self.robot, state), **images, "action": self.adapter.from_goal(pos, quat, g, state.eef_pos, state.eef_quat),
                                  "action_abs": np.concatenate([pos, quat, [g]]).astype(np.float32),
                                  "timestamp": np.array([deadline], np.float64)})
             if self.store.episode_in_progress >= self.max_steps:
@@ -194,48 +187,6 @@ def robot_obs(robot, state: RobotState) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, np.float32) for k, v in robot.task_obs().items()}
     return {"eef_pos": state.eef_pos.astype(np.float32), "eef_quat": state.eef_quat.astype(np.float32),
             "gripper": np.array([state.gripper], np.float32), "joint_pos": state.joint_pos.astype(np.float32)}
-
-
-def open_record_store(path, robot, fps: float, append: bool, task: str | None,
-                      cameras: dict[str, Callable[[], np.ndarray]] | None = None) -> EpisodeStore:
-    """Open (``append``) or create the store a recording session writes (``robot`` connected: its
-    observation keys are declared from a first reading).
-
-    Raises:
-        StoreError: the store exists and ``append`` is not set, or it was recorded for another task.
-    """
-    from pathlib import Path
-
-    from robolearn.utils.errors import StoreError
-
-    path = Path(path)
-    if path.exists():
-        if not append:
-            raise StoreError(f"{path}: already exists (use --append to add episodes)")
-        store = EpisodeStore.open(path, mode="a")
-        if task is not None and store.attrs.get("task") not in (None, task):
-            raise StoreError(f"{path}: recorded for task {store.attrs.get('task')!r}, not {task!r}")
-        return store
-    layout = ["dx m", "dy m", "dz m", "drx rad", "dry rad", "drz rad", "gripper [-1 open, 1 close]"]
-    store = EpisodeStore.create(
-        path, fps=fps, robot=type(robot).__name__,
-        action_space={"type": "eef_delta_pose_world", "dim": 7, "low": [-MAX_DELTA_POS] * 3 + [-MAX_DELTA_ROT] * 3 + [-1],
-                      "high": [MAX_DELTA_POS] * 3 + [MAX_DELTA_ROT] * 3 + [1], "layout": layout},
-        attrs={"task": task, "source": "teleop"})
-    from robolearn.envs.collect import OBS_DOC
-
-    for k, v in robot_obs(robot, robot.read_state()).items():
-        store.define_key(k, OBS_DOC.get(k, KeyInfo(v.shape, "float32", None, f"observation '{k}'")))
-    for name, cam in (cameras or {}).items():
-        frame = np.asarray(cam())
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise StoreError(f"camera {name!r} gives {frame.dtype} {frame.shape}; expected uint8 (H, W, 3)")
-        store.define_key(f"{name}_image", KeyInfo(frame.shape, "uint8", "pixel", f"camera '{name}', RGB"),
-                         chunk_steps=1)
-    store.define_key("action", KeyInfo((7,), "float32", "m, rad, gripper", "target minus measured EEF pose + gripper"))
-    store.define_key("action_abs", KeyInfo((8,), "float32", "m, xyzw, opening 0..1", "absolute EEF target + gripper opening"))
-    store.define_key("timestamp", KeyInfo((1,), "float64", "s", "loop deadline of the step, monotonic clock"))
-    return store
 
 
 class ReplaySource:
@@ -270,120 +221,3 @@ class ReplaySource:
         if deadline >= self.end_time:  # past the recording: keep the final target (settling)
             return self.commands.held
         return self.commands.command(deadline, state, slot_start)
-
-
-def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False, seed_start: int = 0,
-           max_steps: int = 10_000, realtime: bool = True, duration_s: float | None = None) -> dict[str, Any]:
-    """``robolearn record``: teleoperate a robot and record episodes until ``quit``.
-
-    Args:
-        robot_name: ``hardware/<name>.yaml`` or a YAML path.
-        device: a teleop device (``read() -> TeleopInput``).
-        out: store path.
-        fps: recording rate (Hz); the loop rate must be a multiple of it.
-        duration_s: end the session after this long (for scripted sessions; default: until quit).
-
-    Returns:
-        ``{"path", "committed", "discarded", "episodes" (in the store), "loop" (timing summary)}``.
-
-    Raises:
-        ConfigError: unknown robot, or a loop rate that is not a multiple of ``fps``.
-        StoreError: see :func:`open_record_store`.
-    """
-    from robolearn.robots.config import load_robot_config, make_robot
-    from robolearn.robots.loop import ControlLoop
-    from robolearn.robots.safety import SafetyLayer
-    from robolearn.robots.session import ControlSession
-    from robolearn.utils.errors import ConfigError
-
-    rcfg = load_robot_config(robot_name)
-    rate = float(rcfg["rate_hz"])
-    if abs(rate / fps - round(rate / fps)) > 1e-9:
-        raise ConfigError(f"loop rate {rate} Hz is not a multiple of the recording rate {fps} Hz")
-    from robolearn.teleop.cameras import make_cameras
-
-    rb = make_robot(rcfg)
-    rb.connect()
-    store = None
-    cameras = {}
-    try:
-        cameras = make_cameras(rcfg.get("cameras"))
-        if hasattr(rb, "reset"):
-            rb.reset(seed_start)
-        store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras)
-        safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
-        source = TeleopSource(device)
-        recorder = Recorder(store, rb, source, safety, seed_start=seed_start, max_steps=max_steps, cameras=cameras)
-        session = ControlSession(rb, safety, source, int(round(rate / fps)), on_slot=recorder.on_slot)
-        stats = ControlLoop(rate, session.step, realtime=realtime).run(
-            duration_s=duration_s, stop_when=lambda: session.done, on_start=getattr(rb, "sync", rb.read_state))
-        recorder.abort()  # the session ended without quit (duration or disconnect): keep nothing half-done
-    finally:
-        for cam in cameras.values():
-            cam.close()
-        if store is not None:
-            store.close()
-        rb.disconnect()
-    return {"path": str(out), "committed": recorder.committed, "discarded": recorder.discarded,
-            "episodes": EpisodeStore.open(out).n_episodes, "faults": [f.kind.value for f in safety.faults],
-            "loop": stats.summary()}
-
-
-def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = True,
-           settle_s: float = 0.5) -> dict[str, Any]:
-    """``robolearn replay``: play episode ``episode`` of a store back through the loop.
-
-    Uses ``action_abs`` (absolute targets, interpolated) when the store has it, else the store's
-    relative Lift-convention ``action`` (held per step). On the twin the scene is reset to the
-    episode's seed first, so a scripted demonstration replays into the same scene. After the last
-    step the final target is held for ``settle_s`` (success is checked until then).
-
-    Returns:
-        ``{"episode", "steps", "absolute", "success" (twin only), "final_target_error_m", "loop"}``.
-
-    Raises:
-        StoreError: unreadable store, episode out of range, or no replayable action key.
-    """
-    from robolearn.robots.config import load_robot_config, make_robot
-    from robolearn.robots.loop import ControlLoop
-    from robolearn.robots.safety import SafetyLayer
-    from robolearn.robots.session import ControlSession
-    from robolearn.utils.errors import StoreError
-
-    store = EpisodeStore.open(store_path)
-    if not 0 <= episode < store.n_episodes:
-        raise StoreError(f"{store_path}: no episode {episode} (the store has {store.n_episodes})")
-    absolute = "action_abs" in store.keys
-    if not absolute and (store.attrs.get("action_space") or {}).get("type") != "eef_delta_pose_world":
-        raise StoreError(f"{store_path}: nothing to replay: no 'action_abs' key and 'action' is not an EEF delta pose")
-    ep = store.get_episode(episode, ["action_abs" if absolute else "action"])
-    actions = ep["action_abs" if absolute else "action"]
-    seed = int(store.episode_meta("seed")[episode]) if "seed" in store.meta_keys else None
-    step_s = 1.0 / float(store.fps or 20.0)
-    rcfg = load_robot_config(robot_name)
-    rate = float(rcfg["rate_hz"])
-    rb = make_robot(rcfg)
-    rb.connect()
-    try:
-        if hasattr(rb, "reset"):
-            rb.reset(seed)
-        safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
-        source = ReplaySource(actions, step_s, absolute)
-        ticks = int(round(rate * step_s))
-        success = {"any": False}
-
-        def on_slot(k, deadline, state):
-            if hasattr(rb, "is_success") and k > 0:
-                success["any"] = success["any"] or rb.is_success()
-            return source.end_time is not None and deadline >= source.end_time + settle_s
-
-        session = ControlSession(rb, safety, source, ticks, on_slot=on_slot)
-        stats = ControlLoop(rate, session.step, realtime=realtime).run(
-            duration_s=step_s * (len(actions) + 2) + settle_s, stop_when=lambda: session.done, on_start=getattr(rb, "sync", rb.read_state))
-        final = rb.read_state()
-        err = float(np.linalg.norm(final.eef_pos - actions[-1][:3])) if absolute else None
-    finally:
-        rb.disconnect()
-    return {"store": str(store_path), "episode": episode, "seed": seed, "steps": len(actions), "absolute": absolute,
-            "success": success["any"] if hasattr(rb, "is_success") else None, "final_target_error_m": err,
-            "faults": [f.kind.value for f in safety.faults], "loop": stats.summary()}

@@ -23,20 +23,19 @@ from robolearn.robots.loop import ControlLoop, LoopStats
 from robolearn.robots.runner import PolicyRunner, StallingPolicy
 from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.scheduler import ActionScheduler
-from robolearn.robots.session import ADAPTERS, ControlSession, PolicySource
+from robolearn.envs.actions import task_action_adapter
+from robolearn.robots.session import ControlSession, PolicySource
 from robolearn.utils.errors import ConfigError
-
-#: The action convention of each task's action space (see robolearn.robots.session).
-TASK_ACTION_ADAPTER = {"lift": "delta_eef"}
 
 
 class CheckpointPolicy:
     """Policy factory for the runner: loads a checkpoint in the worker process.
 
     ``CheckpointPolicy(path)()`` returns ``predict(obs) -> (T, action_dim)`` with
-    ``obs = {key: (n_obs_steps, *shape)}`` in raw units. The chunk holds every action the model
-    predicts from the current step on (``horizon - n_obs_steps + 1``, not only ``n_action_steps``),
-    so a late chunk still covers the steps after its latency. The model is run once on the
+    ``obs = {key: (n_obs_steps, *shape)}`` in raw units. The chunk is the policy's
+    ``predict_action_chunk``: every action the model predicts from the current step on
+    (``horizon - n_obs_steps + 1``, not only ``n_action_steps``), so a late chunk still covers the
+    steps after its latency (ACT's temporal ensembling, a per-step query, is not applied). The model is run once on the
     dataset's mean observation at load, so the first real call is not slower than the rest.
 
     Args:
@@ -58,11 +57,10 @@ class CheckpointPolicy:
 
         policy, _ = load_policy(self.path, use_ema=self.use_ema)
         set_inference_steps(policy, self.num_inference_steps)
-        policy.n_action_steps = policy.horizon - policy.n_obs_steps + 1
 
         def predict(obs: dict[str, np.ndarray]) -> np.ndarray:
             batch = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None] for k, v in obs.items()}
-            return policy.predict_action(batch)[0].numpy()
+            return policy.predict_action_chunk(batch)[0].numpy()
 
         predict.reset = policy.reset
         dummy = {k: np.zeros((policy.n_obs_steps, *shape), np.float32) for k, shape in policy.obs_shapes.items()}
@@ -108,8 +106,10 @@ class PolicyStack:
         if rcfg.get("task", task) != task:
             raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
                               f"was trained on {task!r}")
-        if task not in TASK_ACTION_ADAPTER:
-            raise ConfigError(f"no action convention known for task {task!r}")
+        try:
+            adapter = task_action_adapter(task)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
         self.rate_hz = float(rcfg["rate_hz"])
         self.policy_hz = float(cfg.task.control_freq)
         ratio = self.rate_hz / self.policy_hz
@@ -121,7 +121,7 @@ class PolicyStack:
         if not hasattr(rb, "task_obs"):
             raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
                               "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
-        self.adapter = adapter = ADAPTERS[TASK_ACTION_ADAPTER[task]]()
+        self.adapter = adapter
         factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
         if stall_s > 0 and stall_calls:
             factory = StallingPolicy(factory, stall_s, tuple(stall_calls))
@@ -255,3 +255,18 @@ def _merge(into: LoopStats, s: LoopStats) -> None:
     for k, v in s.sections.items():
         into.sections.setdefault(k, []).extend(v)
     into.realtime, into.realtime_note = s.realtime, s.realtime_note
+
+
+def deploy_and_save(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, out: str | Path | None = None,
+                    **kwargs) -> tuple[dict[str, Any], Path]:
+    """``robolearn deploy``: :func:`deploy`, then the result as JSON at ``out`` (default
+    ``<run>/deploy_<robot>_<episodes>.json``). Returns ``(result, JSON path)``."""
+    import json
+
+    from robolearn.apps.eval import run_dir_of
+
+    result = deploy(checkpoint, robot=robot, episodes=episodes, **kwargs)
+    out = Path(out) if out else run_dir_of(checkpoint) / f"deploy_{result['robot']}_{episodes}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result, out

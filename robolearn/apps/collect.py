@@ -1,4 +1,4 @@
-"""Generate demonstrations with a scripted expert and record them into a Zarr episode store."""
+"""``robolearn collect``: roll out a task's scripted expert and record its episodes into a Zarr store."""
 
 from __future__ import annotations
 
@@ -6,17 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-
-from robolearn.data.store import EpisodeStore, KeyInfo, is_image_key
-from robolearn.utils.errors import StoreError
-
-OBS_DOC = {
-    "robot0_eef_pos": KeyInfo((3,), "float32", "m", "end-effector position, world frame"),
-    "robot0_eef_quat": KeyInfo((4,), "float32", "xyzw", "end-effector orientation quaternion, world frame"),
-    "robot0_gripper_qpos": KeyInfo((2,), "float32", "m", "gripper finger joint positions"),
-    "agent_pos": KeyInfo((2,), "float32", "m", "pusher position, world frame"),
-    "keypoints": KeyInfo((16,), "float32", "m", "PushT block's 8 corners (x, y), world frame"),
-}
+from robolearn.data.schema import create_episode_store, open_for_append
+from robolearn.data.store import KeyInfo
 
 
 def _action_doc(env) -> KeyInfo:
@@ -63,32 +54,20 @@ def collect_demos(
     env = make_env(task_cfg)
     expert = make_expert(task_cfg.get("env") or task_cfg["name"])
     if out.exists() and not overwrite:
-        if not append:
-            raise StoreError(f"{out}: already exists (use --append to add episodes or --overwrite to replace it)")
-        store = EpisodeStore.open(out, mode="a")
-        if store.attrs.get("task") not in (None, task_cfg["name"]):
-            raise StoreError(f"{out}: recorded for task {store.attrs.get('task')!r}, not {task_cfg['name']!r}")
+        store = open_for_append(out, task_cfg["name"], append, can_overwrite=True)
         if store.n_episodes and "seed" in store.meta_keys:
             seed_start = max(seed_start, int(store.episode_meta("seed").max()) + 1)
     else:
         low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
-        store = EpisodeStore.create(
-            out, fps=float(task_cfg.get("control_freq", 20)), robot=task_cfg.get("robot"), overwrite=overwrite,
+        obs, _ = env.reset(seed=seed_start)
+        store = create_episode_store(
+            out, obs=obs, action=_action_doc(env), fps=float(task_cfg.get("control_freq", 20)),
+            robot=task_cfg.get("robot"), task=task_cfg["name"], source="scripted_expert", overwrite=overwrite,
             action_space={"type": env.action_type, "dim": len(low), "low": low, "high": high,
                           "layout": list(env.action_layout)},
-            attrs={"task": task_cfg["name"], "source": "scripted_expert",
-                   "cameras": {c: dict(zip(("height", "width"), env.cameras.image_size)) for c in env.cameras.cameras}},
+            image_codec=task_cfg.get("image_codec"),
+            attrs={"cameras": {c: dict(zip(("height", "width"), env.cameras.image_size)) for c in env.cameras.cameras}},
         )
-        obs, _ = env.reset(seed=seed_start)
-        codec = task_cfg.get("image_codec")
-        for k, v in obs.items():
-            if is_image_key(v.shape, v.dtype):
-                info = KeyInfo(v.shape, "uint8", None, f"RGB image of camera {k[:-len('_image')]}, top row first",
-                               codec=codec)
-            else:
-                info = OBS_DOC.get(k, KeyInfo(v.shape, "float32", None, f"{task_cfg['name']} object state"))
-            store.define_key(k, info)
-        store.define_key("action", _action_doc(env))
 
     kept = dropped = steps = 0
     t0 = time.monotonic()
@@ -118,3 +97,20 @@ def collect_demos(
     env.close()
     return {"path": str(out), "attempted": episodes, "kept": kept, "dropped": dropped, "steps": steps,
             "wall_s": round(time.monotonic() - t0, 2), "seeds": [seeds[0], seeds[-1]] if seeds else []}
+
+
+def collect(task: str, episodes: int, out: str | Path | None = None, cameras: list[str] | None = None,
+            overrides: list[str] | tuple = (), **kwargs) -> dict[str, Any]:
+    """``robolearn collect``: compose task ``task``'s config (with ``cameras`` as
+    ``task.cameras`` and further ``overrides``) and run :func:`collect_demos` into ``out``
+    (default: the config's ``data.path``); ``kwargs`` go to :func:`collect_demos`.
+
+    Raises:
+        ConfigError: a bad override or unknown task.
+        StoreError: see :func:`collect_demos`.
+    """
+    from robolearn.utils.config import load_config
+
+    cams = [f"task.cameras=[{','.join(cameras)}]"] if cameras else []
+    cfg = load_config([f"task={task}", *cams, *overrides])
+    return collect_demos(cfg.task, out or cfg.data.path, episodes, **kwargs)

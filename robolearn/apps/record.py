@@ -1,0 +1,111 @@
+"""``robolearn record``: teleoperate a robot (the MuJoCo twin or a real arm) through the control
+loop and record episodes into a Zarr store (keys: :mod:`robolearn.data.schema`; the loop's parts:
+:mod:`robolearn.teleop.recorder`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from robolearn.data.schema import TELEOP_KEYS, create_episode_store, open_for_append
+from robolearn.data.store import EpisodeStore, KeyInfo
+from robolearn.envs.actions import DeltaEefAdapter
+from robolearn.teleop.recorder import Recorder, TeleopSource, robot_obs
+
+
+def open_record_store(path, robot, fps: float, append: bool, task: str | None,
+                      cameras: dict[str, Callable[[], np.ndarray]] | None = None) -> EpisodeStore:
+    """Open (``append``) or create the store a recording session writes (``robot`` connected: its
+    observation keys are declared from a first reading, the camera keys from a first frame).
+
+    Raises:
+        StoreError: the store exists and ``append`` is not set, it was recorded for another task,
+            or a camera gives frames that are not ``uint8 (H, W, 3)``.
+    """
+    path = Path(path)
+    if path.exists():
+        return open_for_append(path, task, append)
+    adapter = DeltaEefAdapter()
+    obs = {**robot_obs(robot, robot.read_state()),
+           **{f"{name}_image": np.asarray(cam()) for name, cam in (cameras or {}).items()}}
+    return create_episode_store(
+        path, obs=obs, fps=fps, robot=type(robot).__name__, task=task, source="teleop",
+        action=KeyInfo((adapter.action_dim,), "float32", "m, rad, gripper", "target minus measured EEF pose + gripper"),
+        action_space={"type": adapter.space_type, "dim": adapter.action_dim, "low": list(adapter.low),
+                      "high": list(adapter.high), "layout": list(adapter.layout)},
+        extra_keys=TELEOP_KEYS)
+
+
+def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False, seed_start: int = 0,
+           max_steps: int = 10_000, realtime: bool = True, duration_s: float | None = None) -> dict[str, Any]:
+    """``robolearn record``: teleoperate a robot and record episodes until ``quit``.
+
+    Args:
+        robot_name: ``hardware/<name>.yaml`` or a YAML path.
+        device: a teleop device (``read() -> TeleopInput``).
+        out: store path.
+        fps: recording rate (Hz); the loop rate must be a multiple of it.
+        duration_s: end the session after this long (for scripted sessions; default: until quit).
+
+    Returns:
+        ``{"path", "committed", "discarded", "episodes" (in the store), "loop" (timing summary)}``.
+
+    Raises:
+        ConfigError: unknown robot, or a loop rate that is not a multiple of ``fps``.
+        StoreError: see :func:`open_record_store`.
+    """
+    from robolearn.robots.config import load_robot_config, make_robot
+    from robolearn.robots.loop import ControlLoop
+    from robolearn.robots.safety import SafetyLayer
+    from robolearn.robots.session import ControlSession
+    from robolearn.utils.errors import ConfigError
+
+    rcfg = load_robot_config(robot_name)
+    rate = float(rcfg["rate_hz"])
+    if abs(rate / fps - round(rate / fps)) > 1e-9:
+        raise ConfigError(f"loop rate {rate} Hz is not a multiple of the recording rate {fps} Hz")
+    from robolearn.teleop.cameras import make_cameras
+
+    rb = make_robot(rcfg)
+    rb.connect()
+    store = None
+    cameras = {}
+    try:
+        cameras = make_cameras(rcfg.get("cameras"))
+        if hasattr(rb, "reset"):
+            rb.reset(seed_start)
+        store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras)
+        safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
+        source = TeleopSource(device)
+        recorder = Recorder(store, rb, source, safety, seed_start=seed_start, max_steps=max_steps, cameras=cameras)
+        session = ControlSession(rb, safety, source, int(round(rate / fps)), on_slot=recorder.on_slot)
+        stats = ControlLoop(rate, session.step, realtime=realtime).run(
+            duration_s=duration_s, stop_when=lambda: session.done, on_start=getattr(rb, "sync", rb.read_state))
+        recorder.abort()  # the session ended without quit (duration or disconnect): keep nothing half-done
+    finally:
+        for cam in cameras.values():
+            cam.close()
+        if store is not None:
+            store.close()
+        rb.disconnect()
+    return {"path": str(out), "committed": recorder.committed, "discarded": recorder.discarded,
+            "episodes": EpisodeStore.open(out).n_episodes, "faults": [f.kind.value for f in safety.faults],
+            "loop": stats.summary()}
+
+
+def record_with_device(robot_name: str, device_name: str, out, **kwargs) -> dict[str, Any]:
+    """``robolearn record``: open teleop device ``device_name`` (``keyboard``, ``spacemouse``,
+    ``gamepad``), :func:`record` with it, and close it whatever happens.
+
+    Raises:
+        ConfigError, StoreError: see :func:`record`; the device's own errors when it cannot open.
+    """
+    from robolearn.teleop.devices import make_device
+
+    device = make_device(device_name)
+    try:
+        return record(robot_name, device, out, **kwargs)
+    finally:
+        device.close()

@@ -1,0 +1,97 @@
+"""Each task's action convention: how a policy's action vector becomes an end-effector pose goal,
+and back (what a teleop recording stores as the task's action).
+
+The HAL (:mod:`robolearn.robots`) is task-agnostic: its :class:`~robolearn.robots.session.ChunkCommands`
+asks an *action adapter* for the pose goal of each action and turns it into a command. The adapters
+live here, beside the tasks whose conventions they encode:
+
+* :class:`DeltaEefAdapter`: robosuite-style relative actions (our Lift task): a goal offset from
+  the pose measured at the start of the action's slot, held for the slot, exactly as the
+  simulator's operational-space controller applies it during ``robolearn eval``;
+* :class:`AbsoluteEefAdapter`: absolute pose actions (position, xyzw quaternion, gripper opening),
+  which the scheduler interpolates to the loop rate (linear + SLERP).
+
+Gripper conventions: actions carry robosuite's command in ``[-1, 1]`` (-1 open, +1 closed); the
+HAL's commands carry an opening in ``[0, 1]`` (1 open).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from robolearn.utils.rotations import quat_multiply, rotvec_to_quat
+
+#: Largest goal offset one Lift-convention action may hold (m, rad), as in the eval environment.
+MAX_DELTA_POS, MAX_DELTA_ROT = 0.05, 0.5
+
+
+class DeltaEefAdapter:
+    """Relative EEF action ``(7,)``: ``[dx, dy, dz]`` m and an axis-angle ``[rx, ry, rz]`` rad in the
+    base frame, then the gripper in ``[-1, 1]`` (-1 open, +1 closed; robosuite's convention).
+
+    The goal is the anchor pose (measured at the start of the action's slot) moved by the offset;
+    the gripper opening is ``(1 - g) / 2``.
+    """
+
+    action_dim = 7
+    interpolate = False
+    quat_slice = None
+    #: ``action_space`` attributes of a store whose ``action`` key uses this convention.
+    space_type = "eef_delta_pose_world"
+    layout = ("dx m", "dy m", "dz m", "drx rad", "dry rad", "drz rad", "gripper [-1 open, 1 close]")
+    low = (-MAX_DELTA_POS,) * 3 + (-MAX_DELTA_ROT,) * 3 + (-1.0,)
+    high = (MAX_DELTA_POS,) * 3 + (MAX_DELTA_ROT,) * 3 + (1.0,)
+
+    def to_goal(self, action: np.ndarray, anchor_pos: np.ndarray,
+                anchor_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The pose goal of ``action`` ``(7,)`` from the anchor pose (position m ``(3,)``, xyzw ``(4,)``).
+
+        Returns:
+            ``(position m (3,), quaternion xyzw (4,), gripper opening in [0, 1])``.
+        """
+        a = np.asarray(action, dtype=np.float64)
+        quat = quat_multiply(rotvec_to_quat(a[3:6]), np.asarray(anchor_quat, np.float64))
+        return np.asarray(anchor_pos) + a[:3], quat, float(np.clip((1.0 - a[6]) / 2.0, 0.0, 1.0))
+
+    def from_goal(self, target_pos: np.ndarray, target_quat: np.ndarray, opening: float,
+                  eef_pos: np.ndarray, eef_quat: np.ndarray) -> np.ndarray:
+        """The action ``(7,)`` float32 that asks for the target pose from the measured one: position
+        offset (m) and axis-angle (rad), clipped to the eval environment's limits, and the gripper
+        in ``[-1, 1]`` (-1 open) from the opening in ``[0, 1]``."""
+        dpos = np.clip(np.asarray(target_pos) - eef_pos, -MAX_DELTA_POS, MAX_DELTA_POS)
+        drot = (Rotation.from_quat(target_quat) * Rotation.from_quat(eef_quat).inv()).as_rotvec()
+        drot = np.clip(drot, -MAX_DELTA_ROT, MAX_DELTA_ROT)
+        return np.concatenate([dpos, drot, [1.0 - 2.0 * opening]]).astype(np.float32)
+
+
+class AbsoluteEefAdapter:
+    """Absolute EEF action ``(8,)``: position m, quaternion xyzw, gripper opening in ``[0, 1]``."""
+
+    action_dim = 8
+    interpolate = True
+    quat_slice = (3, 7)
+
+    def to_goal(self, action: np.ndarray, anchor_pos: np.ndarray,
+                anchor_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The pose goal of ``action`` ``(8,)``; the anchor is unused."""
+        a = np.asarray(action, dtype=np.float64)
+        return a[:3], a[3:7], float(a[7])
+
+
+#: Adapter classes by name.
+ADAPTERS = {"delta_eef": DeltaEefAdapter, "absolute_eef": AbsoluteEefAdapter}
+
+#: The action convention of each task's ``action`` key (tasks deployable through the HAL).
+TASK_ACTION_ADAPTER = {"lift": "delta_eef"}
+
+
+def task_action_adapter(task: str):
+    """A new adapter for the convention of task ``task``'s actions.
+
+    Raises:
+        KeyError: no convention is known for the task (the message lists those that are).
+    """
+    if task not in TASK_ACTION_ADAPTER:
+        raise KeyError(f"no action convention known for task {task!r} (known: {sorted(TASK_ACTION_ADAPTER)})")
+    return ADAPTERS[TASK_ACTION_ADAPTER[task]]()
