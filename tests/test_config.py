@@ -33,7 +33,9 @@ def test_bad_overrides_raise_config_error(override, pattern):
 
 def test_config_is_struct():
     cfg = load_config()
-    with pytest.raises(Exception):
+    from omegaconf.errors import ConfigAttributeError
+
+    with pytest.raises(ConfigAttributeError, match="not_a_key"):
         cfg.train.not_a_key  # noqa: B018
 
 

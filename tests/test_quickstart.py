@@ -18,7 +18,10 @@ def test_quickstart_end_to_end_writes_report(tmp_path):
     for name in ("metrics.json", "loss_curve.png", "config.yaml", "report.md", "episodes.json"):
         assert (out / "report" / name).is_file(), name
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert metrics["eval"]["n_episodes"] == 2 and 0 <= metrics["eval"]["success_rate"] <= 1
+    episodes = json.loads((out / "eval.json").read_text())["episodes"]
+    n_success = sum(bool(e["success"]) for e in episodes)
+    assert metrics["eval"]["n_episodes"] == len(episodes) == 2
+    assert metrics["eval"]["n_success"] == n_success and metrics["eval"]["success_rate"] == n_success / 2
     assert metrics["collect"]["kept"] == 3 and metrics["train"]["steps"] == 20
     assert set(metrics["timings"]) == {"collect_s", "train_s", "eval_s", "total_s"}
     assert (out / "report" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
