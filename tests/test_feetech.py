@@ -12,7 +12,7 @@ from robolearn.robots.config import load_robot_config, make_robot  # noqa: E402
 from robolearn.robots.feetech_emulator import EmulatedFeetechBus  # noqa: E402
 from robolearn.robots.safety import SafetyLayer  # noqa: E402
 from robolearn.robots.session import ControlSession  # noqa: E402
-from robolearn.robots.types import Command, ControlMode, FaultKind, Robot  # noqa: E402
+from robolearn.robots.types import Command, ControlMode, FaultKind, Robot, SimulatedRobot  # noqa: E402
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def arm():
 
 def test_reads_and_writes_in_calibrated_units(arm):
     robot, bus = arm
-    assert isinstance(robot, Robot)
+    assert isinstance(robot, Robot) and not isinstance(robot, SimulatedRobot)  # a real arm has no task scene
     s = robot.read_state()
     np.testing.assert_allclose(s.joint_pos, 0.0)  # 2048 steps is every joint's zero
     assert s.gripper == pytest.approx(0.06)       # (2048 - 2000) / (2800 - 2000)

@@ -68,3 +68,10 @@ def test_twin_replays_eval_episode_from_delta_actions(twin):
     for k in obs:
         np.testing.assert_allclose(twin_obs[k], obs[k], atol=1e-5, err_msg=k)
     env.close()
+
+
+def test_the_twin_declares_the_simulated_robot_protocol(twin):
+    from robolearn.robots.types import Robot, SimulatedRobot
+
+    tw, _ = twin
+    assert isinstance(tw, Robot) and isinstance(tw, SimulatedRobot)

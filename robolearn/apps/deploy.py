@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.robots.types import SimulatedRobot
 from robolearn.robots.config import load_robot_config, make_robot
 from robolearn.robots.loop import ControlLoop, LoopStats
 from robolearn.robots.runner import PolicyRunner, StallingPolicy
@@ -118,7 +119,7 @@ class PolicyStack:
         self.ticks_per_slot = int(round(ratio))
         self.slot_s = 1.0 / self.policy_hz
         self.robot = rb = make_robot(rcfg)
-        if not hasattr(rb, "task_obs"):
+        if not isinstance(rb, SimulatedRobot):
             raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
                               "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
         self.adapter = adapter

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from robolearn.robots.types import SimulatedRobot
 from robolearn.data.schema import TELEOP_KEYS, create_episode_store, open_for_append
 from robolearn.data.store import EpisodeStore, KeyInfo
 from robolearn.envs.actions import DeltaEefAdapter
@@ -74,7 +75,7 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
     cameras = {}
     try:
         cameras = make_cameras(rcfg.get("cameras"))
-        if hasattr(rb, "reset"):
+        if isinstance(rb, SimulatedRobot):
             rb.reset(seed_start)
         store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras)
         safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.robots.types import SimulatedRobot
 from robolearn.data.store import EpisodeStore
 from robolearn.teleop.recorder import ReplaySource
 
@@ -47,7 +48,7 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
     rb = make_robot(rcfg)
     rb.connect()
     try:
-        if hasattr(rb, "reset"):
+        if isinstance(rb, SimulatedRobot):
             rb.reset(seed)
         safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
         source = ReplaySource(actions, step_s, absolute)
@@ -55,7 +56,7 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
         success = {"any": False}
 
         def on_slot(k, deadline, state):
-            if hasattr(rb, "is_success") and k > 0:
+            if isinstance(rb, SimulatedRobot) and k > 0:
                 success["any"] = success["any"] or rb.is_success()
             return source.end_time is not None and deadline >= source.end_time + settle_s
 
@@ -67,5 +68,5 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
     finally:
         rb.disconnect()
     return {"store": str(store_path), "episode": episode, "seed": seed, "steps": len(actions), "absolute": absolute,
-            "success": success["any"] if hasattr(rb, "is_success") else None, "final_target_error_m": err,
+            "success": success["any"] if isinstance(rb, SimulatedRobot) else None, "final_target_error_m": err,
             "faults": [f.kind.value for f in safety.faults], "loop": stats.summary()}

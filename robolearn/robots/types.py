@@ -175,3 +175,21 @@ class Robot(Protocol):
 
     def send_command(self, command: Command) -> None:
         """Send one command that already passed the safety layer."""
+
+
+@runtime_checkable
+class SimulatedRobot(Robot, Protocol):
+    """What a simulated robot (the MuJoCo twin, in-process or over its socket) adds to :class:`Robot`:
+    the task's scene around the arm. Deployment feeds state policies from :meth:`task_obs` and
+    counts success from :meth:`is_success`; recording and replay start each episode from a seeded
+    scene with :meth:`reset`. A real arm has none of these (``isinstance(robot, SimulatedRobot)``
+    is false) and is observed through its state and cameras instead."""
+
+    def task_obs(self) -> dict:
+        """The task's observation now, with the eval environment's keys ``{key: (*shape)}`` (SI units)."""
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start the seeded episode's scene (the arm at its start pose)."""
+
+    def is_success(self) -> bool:
+        """Whether the task is solved now."""

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from robolearn.robots.types import SimulatedRobot
 from robolearn.data.store import EpisodeStore
 from robolearn.robots.scheduler import ActionScheduler
 from robolearn.envs.actions import AbsoluteEefAdapter, DeltaEefAdapter
@@ -116,7 +117,7 @@ class Recorder:
         self._t0 = 0.0
 
     def _start(self) -> None:
-        if hasattr(self.robot, "reset"):
+        if isinstance(self.robot, SimulatedRobot):
             self.robot.reset(self.seed)
             self.safety.clear_faults(self.robot.read_state())
             self.source.reanchor()
@@ -133,7 +134,7 @@ class Recorder:
             meta: dict[str, Any] = {"length": self.store.episode_in_progress, "duration_s": time.monotonic() - self._t0}
             if self._episode_seed is not None:
                 meta["seed"] = self._episode_seed
-            if hasattr(self.robot, "is_success"):
+            if isinstance(self.robot, SimulatedRobot):
                 meta["success"] = bool(self.robot.is_success())
             self.store.commit_episode(meta)
             self.committed += 1
@@ -183,7 +184,7 @@ def robot_obs(robot, state: RobotState) -> dict[str, np.ndarray]:
     """What a recording stores as the observation: the twin's task observation (the eval
     environment's keys), else the robot state (``eef_pos`` m, ``eef_quat`` xyzw, ``gripper``
     opening, ``joint_pos`` rad), float32."""
-    if hasattr(robot, "task_obs"):
+    if isinstance(robot, SimulatedRobot):
         return {k: np.asarray(v, np.float32) for k, v in robot.task_obs().items()}
     return {"eef_pos": state.eef_pos.astype(np.float32), "eef_quat": state.eef_quat.astype(np.float32),
             "gripper": np.array([state.gripper], np.float32), "joint_pos": state.joint_pos.astype(np.float32)}
