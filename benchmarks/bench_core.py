@@ -52,7 +52,7 @@ def bench_training(cfg, steps: int) -> dict:
     times = []
     for i in range(steps + 3):
         t = time.perf_counter()
-        loss = policy.compute_loss(batch)
+        loss, _ = policy.compute_loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()

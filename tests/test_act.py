@@ -26,11 +26,11 @@ def test_the_last_decoder_layer_drives_the_actions():
     """Reference defect 1: the head read the first decoder layer, so later layers changed nothing."""
     policy = small()
     obs = {"state": torch.randn(2, 1, 3)}
-    before = policy.predict_chunk(obs)
+    before = policy.predict_action_chunk(obs)
     with torch.no_grad():
         for p in policy.decoder.layers[-1].parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    assert not torch.allclose(before, policy.predict_chunk(obs), atol=1e-4)
+    assert not torch.allclose(before, policy.predict_action_chunk(obs), atol=1e-4)
 
 
 def test_the_latent_reaches_the_decoder_without_cameras():
@@ -51,7 +51,7 @@ def test_temporal_ensembling_matches_a_hand_computed_example(monkeypatch):
         q = next(calls)
         return (10.0 * q + torch.arange(4.0))[None, :, None].repeat(1, 1, 2)
 
-    monkeypatch.setattr(policy, "predict_chunk", fake_chunk)
+    monkeypatch.setattr(policy, "predict_action_chunk", fake_chunk)
     obs = {"state": torch.zeros(1, 1, 3)}
     assert policy.predict_action(obs)[0, 0, 0].item() == pytest.approx(0.0)
     # Step 1: query 0 predicted action 1 -> 1.0 (oldest, weight 1); query 1 its action 0 -> 10.0 (weight e^-0.5).
@@ -74,7 +74,9 @@ def test_act_learns_a_toy_mapping_and_round_trips_its_config():
     target = torch.stack([state[:, 0, :2] * (i + 1) / 4 for i in range(4)], dim=1)  # (B, 4, 2)
     losses = []
     for _ in range(150):
-        loss = policy.compute_loss({"obs.state": state, "action": target})
+        loss, info = policy.compute_loss({"obs.state": state, "action": target})
+        assert set(info) == {"l1", "kl"} and not info["l1"].requires_grad
+        torch.testing.assert_close(loss.detach(), info["l1"] + policy.kl_weight * info["kl"])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -26,7 +26,7 @@ def make_policy(seed=0):
 def test_pack_unpack_optimizer_state_roundtrip():
     p = make_policy()
     opt = torch.optim.AdamW(p.parameters(), lr=1e-3)
-    p.compute_loss({"obs.x": torch.randn(4, 2, 3), "action": torch.randn(4, 8, 2)}).backward()
+    p.compute_loss({"obs.x": torch.randn(4, 2, 3), "action": torch.randn(4, 8, 2)})[0].backward()
     opt.step()
     state = {"optimizer": opt.state_dict(), "step": 7, "rng": np.random.default_rng(1).bit_generator.state,
              "nested": (1, [2.5, None, "s"])}

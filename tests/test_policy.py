@@ -54,13 +54,14 @@ def test_diffusion_policy_learns_a_simple_mapping():
     policy, obs, action = _toy_policy()
     opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
     batch = {"obs.x": torch.from_numpy(np.repeat(obs[:, None], 2, axis=1)), "action": torch.from_numpy(action)}
-    first = policy.compute_loss(batch).item()
+    first = policy.compute_loss(batch)[0].item()
     for _ in range(300):
-        loss = policy.compute_loss(batch)
+        loss, info = policy.compute_loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
+    assert set(info) == {"mse"} and torch.equal(info["mse"], loss.detach())
     policy.eval()
     pred = policy.predict_action({"x": batch["obs.x"][:64]}, generator=torch.Generator().manual_seed(0))
     assert pred.shape == (64, 4, 2)
@@ -79,6 +80,61 @@ def test_predict_is_reproducible_with_generator_and_checks_inputs():
         policy.predict_action({"y": o["x"]})
     with pytest.raises(ValueError, match="n_obs_steps"):
         policy.predict_action({"x": o["x"][:, :1]})
+
+
+def test_predict_action_is_the_start_of_the_chunk_from_the_current_step():
+    policy, obs, _ = _toy_policy()
+    policy.eval()
+    o = {"x": torch.from_numpy(np.repeat(obs[:3, None], 2, axis=1))}
+    chunk = policy.predict_action_chunk(o, generator=torch.Generator().manual_seed(1))
+    assert chunk.shape == (3, 8 - 2 + 1, 2) and policy.chunk_length == 7
+    torch.testing.assert_close(policy.predict_action(o, generator=torch.Generator().manual_seed(1)), chunk[:, :4],
+                               atol=0, rtol=0)
+    policy.n_action_steps = 7  # the whole chunk
+    torch.testing.assert_close(policy.predict_action(o, generator=torch.Generator().manual_seed(1)), chunk,
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "act"])
+def test_n_action_steps_is_checked_against_the_chunk_from_the_current_step(name):
+    from robolearn.eval.rollout import set_action_steps
+
+    cfg = SMALL if name == "diffusion" else dict(name="act", horizon=8, n_obs_steps=1, n_action_steps=4, dim_model=16,
+                                                 n_heads=2, dim_feedforward=16, n_encoder_layers=1,
+                                                 n_decoder_layers=1, n_vae_encoder_layers=1)
+    most = 7 if name == "diffusion" else 8  # horizon 8 - n_obs_steps + 1
+    policy = build_policy(cfg, {"x": (2,)}, 2)
+    policy.n_action_steps = most
+    set_action_steps(policy, 1)
+    assert policy.n_action_steps == 1
+    set_action_steps(policy, None)
+    assert policy.n_action_steps == 1
+    for bad in (0, most + 1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"n_action_steps must be in \[1, {most}\] .* got {bad}"):
+            policy.n_action_steps = bad
+        with pytest.raises(ValueError, match=rf"n_action_steps must be in \[1, {most}\] .* got {bad}"):
+            set_action_steps(policy, bad)
+    assert policy.n_action_steps == 1
+    with pytest.raises(ValueError, match=rf"n_action_steps must be in \[1, {most}\] .* got {most + 1}"):
+        build_policy({**cfg, "n_action_steps": most + 1}, {"x": (2,)}, 2)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "act"])
+def test_class_defaults_are_the_default_config(name):
+    """``configs/policy/<name>.yaml`` is what users run; the class defaults say the same."""
+    import inspect
+
+    from robolearn.policies.act.policy import ACTPolicy
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+    from robolearn.utils.config import load_config
+
+    yaml = load_config([f"policy={name}"]).policy
+    params = inspect.signature({"diffusion": DiffusionPolicy, "act": ACTPolicy}[name]).parameters
+    for key, value in yaml.items():
+        if key == "name":
+            continue
+        default = params[key].default
+        assert (list(default) if isinstance(default, tuple) else default) == value, key
 
 
 def test_build_policy_rejects_unknown_name_and_option():

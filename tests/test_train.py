@@ -51,6 +51,7 @@ def test_train_writes_checkpoint_logs_and_summary(tmp_path):
     assert summary["steps"] == 20 and summary["resumed_from"] == 0 and summary["n_val_episodes"] == 1
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [5, 10, 15, 20]
+    assert all(r["mse"] == r["loss"] for r in rows if "loss" in r)  # the policy's loss terms (diffusion: one)
     assert [r["step"] for r in rows if "val_loss" in r] == [10, 20]
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
     policy, saved_cfg = load_policy(run)

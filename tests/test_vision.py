@@ -113,7 +113,7 @@ def test_policies_learn_from_images(name):
     policy.train()
     for _ in range(200 if name == "diffusion" else 100):  # denoising needs more steps than regression
         b, _ = batch(16)
-        loss = policy.compute_loss(b)
+        loss, _ = policy.compute_loss(b)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -256,19 +256,15 @@ def set_inference_steps(policy, steps: int | None) -> None:
 
 
 def set_action_steps(policy, steps: int | None) -> None:
-    """Override the actions executed per chunk, ``n_action_steps`` (``None`` keeps the checkpoint's).
+    """Override the actions executed per chunk, ``n_action_steps`` (``None`` keeps the checkpoint's),
+    through the policy's validated setter (:attr:`robolearn.policies.base.Policy.n_action_steps`).
 
     Raises:
         ValueError: ``steps`` outside ``[1, horizon - n_obs_steps + 1]`` (the chunk predicted from the
             current step on).
     """
-    if steps is None:
-        return
-    most = policy.horizon - policy.n_obs_steps + 1
-    if not 1 <= steps <= most:
-        raise ValueError(f"n_action_steps must be in [1, {most}] (horizon {policy.horizon}, "
-                         f"n_obs_steps {policy.n_obs_steps}), got {steps}")
-    policy.n_action_steps = int(steps)
+    if steps is not None:
+        policy.n_action_steps = steps
 
 
 def held_out_seeds(cfg, episodes: int, seed_start: int | None = None, exclude_seeds: Sequence[int] = ()) -> list[int]:

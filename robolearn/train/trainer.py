@@ -108,7 +108,7 @@ def _val_loss(policy, data: TrainingData, batch_size: int, device: str, max_wind
         torch.manual_seed(0)  # same noise every time: comparable numbers across the run
         for s in range(0, len(idx), batch_size):
             b = idx[s : s + batch_size]
-            total += float(policy.compute_loss(data.batch(data.val, b, device))) * len(b)
+            total += float(policy.compute_loss(data.batch(data.val, b, device))[0]) * len(b)
             count += len(b)
     return total / count
 
@@ -219,7 +219,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     try:
         while step < tc.steps:
             idx = rng.choice(n_train, size=bs, replace=n_train < bs)
-            loss = policy.compute_loss(data.batch(data.train, idx, device))
+            loss, info = policy.compute_loss(data.batch(data.train, idx, device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip)
@@ -236,7 +236,10 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
                 writer.add_scalar("train/loss", value, step)
                 writer.add_scalar("train/lr", lr, step)
                 writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                metrics_f.write(json.dumps({"step": step, "loss": value, "lr": lr}) + "\n")
+                terms = {name: float(v) for name, v in info.items()}  # the policy's loss terms (ACT: l1, kl)
+                for name, v in terms.items():
+                    writer.add_scalar(f"train/{name}", v, step)
+                metrics_f.write(json.dumps({"step": step, "loss": value, "lr": lr, **terms}) + "\n")
             if step % tc.val_every == 0 or step == tc.steps:
                 ema.copy_to(ema_policy.parameters())
                 last_val = _val_loss(ema_policy, data, bs, device)

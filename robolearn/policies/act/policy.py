@@ -67,9 +67,9 @@ class ACTPolicy(Policy):
         stats: dataset statistics with ``mean``/``std`` for the low-dim obs keys and ``"action"``.
 
     Raises:
-        ValueError: ``n_obs_steps != 1``, ``n_action_steps > horizon``, an observation that is
-            neither 1-D nor an image, no low-dim key, or
-            ``dim_model`` not divisible by ``n_heads``.
+        ValueError: ``n_obs_steps != 1``, ``n_action_steps`` outside ``[1, horizon]``, an observation
+            that is neither 1-D nor an image, no low-dim key, or ``dim_model`` not divisible by
+            ``n_heads``.
     """
 
     def __init__(self, obs_shapes: Mapping[str, Sequence[int]], action_dim: int, horizon: int = 20,
@@ -89,12 +89,10 @@ class ACTPolicy(Policy):
             raise ValueError("ACT needs at least one low-dim (proprioceptive) observation key")
         if n_obs_steps != 1:
             raise ValueError(f"ACT conditions on the current observation: n_obs_steps must be 1, got {n_obs_steps}")
-        if not 1 <= n_action_steps <= horizon:
-            raise ValueError(f"n_action_steps must be in [1, horizon={horizon}], got {n_action_steps}")
         if dim_model % n_heads:
             raise ValueError(f"dim_model {dim_model} must be divisible by n_heads {n_heads}")
         self.action_dim, self.horizon = int(action_dim), int(horizon)
-        self.n_obs_steps, self.n_action_steps = 1, int(n_action_steps)
+        self.n_obs_steps, self.n_action_steps = 1, n_action_steps
         self.latent_dim, self.kl_weight = int(latent_dim), float(kl_weight)
         self.temporal_ensemble_k = None if temporal_ensemble_k is None else float(temporal_ensemble_k)
         self._config = dict(
@@ -185,11 +183,16 @@ class ACTPolicy(Policy):
         return self.action_head(out)
 
     # ------------------------------------------------------------------ Policy API
-    def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """L1 reconstruction of the normalized chunk + ``kl_weight`` × KL(q(z|s,a) || N(0, I)).
+    def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L1 reconstruction of the normalized chunk + ``kl_weight`` × KL(q(z|s,a) || N(0, I))
+        (Zhao et al. 2023, Sec. IV, Algorithm 1).
 
         Args:
             batch: ``obs.<key>: (B, 1, D)`` and ``action: (B, horizon, A)`` in raw units.
+
+        Returns:
+            ``(loss, {"l1": ..., "kl": ...})``: the scalar loss and its two terms, detached (the KL
+            unweighted, in nats per sample summed over the latent dimensions).
         """
         obs = {k[4:]: v for k, v in batch.items() if k.startswith("obs.")}
         state = self._state(obs)
@@ -199,11 +202,12 @@ class ACTPolicy(Policy):
         pred = self.decode(state, z, self._image_tokens(obs))
         l1 = F.l1_loss(pred, actions)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(-1).mean()
-        return l1 + self.kl_weight * kl
+        return l1 + self.kl_weight * kl, {"l1": l1.detach(), "kl": kl.detach()}
 
     @torch.no_grad()
-    def predict_chunk(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The whole predicted chunk ``(B, horizon, A)`` in raw units, with ``z = 0``."""
+    def predict_action_chunk(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The whole predicted chunk ``(B, horizon, A)`` in raw units, with ``z = 0`` (never
+        ensembled: temporal ensembling is :meth:`predict_action`'s)."""
         state = self._state(obs)
         z = torch.zeros(state.shape[0], self.latent_dim, device=state.device)
         return self.normalizer.unnormalize("action", self.decode(state, z, self._image_tokens(obs)))
@@ -216,7 +220,7 @@ class ACTPolicy(Policy):
         Raises:
             ValueError: with temporal ensembling, a batch size that changed since :meth:`reset`.
         """
-        chunk = self.predict_chunk(obs)
+        chunk = self.predict_action_chunk(obs)
         if self.temporal_ensemble_k is None:
             return chunk[:, : self.n_action_steps]
         if self._ensemble and self._ensemble[0].shape[0] != chunk.shape[0]:

@@ -100,7 +100,7 @@ class ConditionalUnet1D(nn.Module):
     ``(B, T, A)``.
     """
 
-    def __init__(self, action_dim: int, cond_dim: int, down_dims=(128, 256, 512), step_embed_dim: int = 128,
+    def __init__(self, action_dim: int, cond_dim: int, down_dims=(64, 128, 256), step_embed_dim: int = 128,
                  kernel_size: int = 5, n_groups: int = 8):
         super().__init__()
         self.step_embed = nn.Sequential(
