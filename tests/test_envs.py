@@ -143,3 +143,25 @@ def test_every_task_declares_the_space_of_what_it_returns(task):
         assert env.observation_space.contains(obs)
     finally:
         env.close()
+
+
+def test_registries_name_what_they_know_and_stay_lazy():
+    """Tasks, experts and drivers come from registries; an unknown name lists the known ones; importing
+    the task registry does not import robosuite."""
+    import subprocess
+    import sys
+
+    from robolearn.envs import TASKS
+    from robolearn.robots.config import DRIVERS, make_robot
+    from robolearn.utils.errors import ConfigError
+
+    with pytest.raises(ValueError, match=r"unknown task 'nope'.*'insertion'"):
+        make_env({"name": "nope"})
+    with pytest.raises(ValueError, match=r"no scripted expert for task 'nope'.*'pusht'"):
+        make_expert("nope")
+    with pytest.raises(ConfigError, match=r"unknown driver 'nope'.*'feetech'"):
+        make_robot({"driver": "nope", "limits": {}})
+    assert set(TASKS) == {"lift", "can", "square", "insertion", "pusht"}
+    assert {"mujoco_twin", "mujoco_twin_socket", "ur_rtde", "feetech"} <= set(DRIVERS)
+    code = "import sys, robolearn.envs, robolearn.robots.config; print('robosuite' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, Mapping
 
-TASK_TYPES = {"lift": "robosuite", "can": "robosuite", "square": "robosuite", "insertion": "mujoco", "pusht": "mujoco"}
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One registered environment: its kind (``"robosuite"`` or ``"mujoco"``), the
+    ``"module:Class"`` of its scripted expert, and the env's default episode limit (steps)."""
+
+    kind: str
+    expert: str
+    max_episode_steps: int
+
+
+#: Environment name -> :class:`TaskSpec`. Modules are imported only when a task is built, so
+#: importing ``robolearn.envs`` does not import robosuite.
+TASKS: dict[str, TaskSpec] = {
+    "lift": TaskSpec("robosuite", "robolearn.envs.experts:LiftExpert", 160),
+    "can": TaskSpec("robosuite", "robolearn.envs.experts:CanExpert", 160),
+    "square": TaskSpec("robosuite", "robolearn.envs.experts:SquareExpert", 160),
+    "insertion": TaskSpec("mujoco", "robolearn.envs.insertion:InsertionExpert", 200),
+    "pusht": TaskSpec("mujoco", "robolearn.envs.pusht:PushTExpert", 300),
+}
+TASK_TYPES = {name: spec.kind for name, spec in TASKS.items()}
+
+
+def _load(target: str):
+    module, name = target.split(":")
+    return getattr(import_module(module), name)
 
 
 def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
@@ -22,54 +49,37 @@ def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
         ValueError: unknown task name or type, or unknown camera.
     """
     name = task_cfg["name"]
-    kind = task_cfg.get("type", TASK_TYPES.get(name))
+    env_name = task_cfg.get("env", name)
+    spec = TASKS.get(env_name)
+    kind = task_cfg.get("type", spec.kind if spec else None)
+    if spec is None or kind != spec.kind:
+        raise ValueError(f"unknown task {name!r} of type {kind!r}; known tasks: {sorted(TASKS)}")
     view = {"cameras": list(task_cfg.get("cameras") or []), "render_mode": render_mode}
     if task_cfg.get("image_size"):  # otherwise the environment's own default size
         view["image_size"] = tuple(task_cfg["image_size"])
     if task_cfg.get("render_camera"):
         view["render_camera"] = task_cfg["render_camera"]
+    steps = int(task_cfg.get("max_episode_steps", spec.max_episode_steps))
     if kind == "robosuite":
         from robolearn.envs.robosuite_env import RobosuiteEnv
 
-        return RobosuiteEnv(task=task_cfg.get("env", name), robot=task_cfg.get("robot", "Panda"),
-                            max_episode_steps=int(task_cfg.get("max_episode_steps", 160)),
+        return RobosuiteEnv(task=env_name, robot=task_cfg.get("robot", "Panda"), max_episode_steps=steps,
                             control_freq=float(task_cfg.get("control_freq", 20)), **view)
-    if kind == "mujoco" and task_cfg.get("env", name) == "insertion":
+    if env_name == "insertion":
         from robolearn.envs.insertion import InsertionEnv
 
-        return InsertionEnv(max_episode_steps=int(task_cfg.get("max_episode_steps", 200)),
-                            hold_steps=int(task_cfg.get("hold_steps", 5)), **view)
-    if kind == "mujoco" and task_cfg.get("env", name) == "pusht":
-        from robolearn.envs.pusht import PushTEnv
+        return InsertionEnv(max_episode_steps=steps, hold_steps=int(task_cfg.get("hold_steps", 5)), **view)
+    from robolearn.envs.pusht import PushTEnv
 
-        return PushTEnv(max_episode_steps=int(task_cfg.get("max_episode_steps", 300)), **view)
-    raise ValueError(f"unknown task {name!r} of type {kind!r}; known tasks: {sorted(TASK_TYPES)}")
+    return PushTEnv(max_episode_steps=steps, **view)
 
 
 def make_expert(task_name: str, **kwargs):
-    """The scripted expert of a task.
+    """The scripted expert of a task (from :data:`TASKS`).
 
     Raises:
         ValueError: the task has no scripted expert.
     """
-    if task_name == "lift":
-        from robolearn.envs.experts import LiftExpert
-
-        return LiftExpert(**kwargs)
-    if task_name == "can":
-        from robolearn.envs.experts import CanExpert
-
-        return CanExpert(**kwargs)
-    if task_name == "square":
-        from robolearn.envs.experts import SquareExpert
-
-        return SquareExpert(**kwargs)
-    if task_name == "insertion":
-        from robolearn.envs.insertion import InsertionExpert
-
-        return InsertionExpert(**kwargs)
-    if task_name == "pusht":
-        from robolearn.envs.pusht import PushTExpert
-
-        return PushTExpert(**kwargs)
-    raise ValueError(f"no scripted expert for task {task_name!r}")
+    if task_name not in TASKS:
+        raise ValueError(f"no scripted expert for task {task_name!r} (known: {sorted(TASKS)})")
+    return _load(TASKS[task_name].expert)(**kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from robolearn.utils.errors import ConfigError
 
@@ -41,36 +41,55 @@ def load_robot_config(name_or_path: str) -> dict[str, Any]:
     return cfg
 
 
+def _mujoco_twin(cfg: dict[str, Any], limits: dict, **overrides):
+    from robolearn.robots.twin import MujocoTwin
+
+    return MujocoTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), **limits, **overrides)
+
+
+def _socket_twin(cfg: dict[str, Any], limits: dict, **overrides):
+    from robolearn.robots.socket_twin import SocketTwin
+
+    fault = dict(cfg.get("fault_injection") or {}) | dict(cfg.get("link") or {})
+    return SocketTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), rate_hz=float(cfg["rate_hz"]),
+                      **fault, **limits, **overrides)
+
+
+def _ur_rtde(cfg: dict[str, Any], limits: dict, **overrides):
+    from robolearn.robots.types import RobotLimits
+    from robolearn.robots.ur import URDriver
+
+    try:
+        robot_limits = RobotLimits(**limits)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{cfg.get('_path')}: limits: {exc}") from None
+    servo = dict(cfg.get("servo") or {})
+    return URDriver(cfg["host"], robot_limits, rate_hz=float(cfg["rate_hz"]), **servo, **overrides)
+
+
+def _feetech(cfg: dict[str, Any], limits: dict, **overrides):
+    from robolearn.robots.feetech import FeetechArm
+
+    return FeetechArm.from_config(cfg, **overrides)
+
+
+#: Driver name (a robot config's ``driver``) -> factory ``(cfg, limits, **overrides) -> Robot``;
+#: each imports its driver's module only when used, so optional SDKs stay optional.
+DRIVERS: dict[str, Callable[..., Any]] = {
+    "mujoco_twin": _mujoco_twin,
+    "mujoco_twin_socket": _socket_twin,
+    "ur_rtde": _ur_rtde,
+    "feetech": _feetech,
+}
+
+
 def make_robot(cfg: dict[str, Any], **overrides):
-    """Build the driver a robot config names (not yet connected).
+    """Build the driver a robot config names (not yet connected), from :data:`DRIVERS`.
 
     Raises:
-        ConfigError: unknown driver.
+        ConfigError: unknown driver (the message lists the known ones), or bad limits.
     """
     driver = cfg["driver"]
-    limits = dict(cfg["limits"])
-    if driver == "mujoco_twin":
-        from robolearn.robots.twin import MujocoTwin
-
-        return MujocoTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), **limits, **overrides)
-    if driver == "mujoco_twin_socket":
-        from robolearn.robots.socket_twin import SocketTwin
-
-        fault = dict(cfg.get("fault_injection") or {}) | dict(cfg.get("link") or {})
-        return SocketTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), rate_hz=float(cfg["rate_hz"]),
-                          **fault, **limits, **overrides)
-    if driver == "ur_rtde":
-        from robolearn.robots.types import RobotLimits
-        from robolearn.robots.ur import URDriver
-
-        try:
-            robot_limits = RobotLimits(**limits)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{cfg.get('_path')}: limits: {exc}") from None
-        servo = dict(cfg.get("servo") or {})
-        return URDriver(cfg["host"], robot_limits, rate_hz=float(cfg["rate_hz"]), **servo, **overrides)
-    if driver == "feetech":
-        from robolearn.robots.feetech import FeetechArm
-
-        return FeetechArm.from_config(cfg, **overrides)
-    raise ConfigError(f"{cfg.get('_path', 'robot config')}: unknown driver {driver!r}")
+    if driver not in DRIVERS:
+        raise ConfigError(f"{cfg.get('_path', 'robot config')}: unknown driver {driver!r} (known: {sorted(DRIVERS)})")
+    return DRIVERS[driver](cfg, dict(cfg["limits"]), **overrides)
