@@ -18,12 +18,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from robolearn.data.normalizer import compute_stats
-from robolearn.data.sampler import SequenceSampler, split_episodes
-from robolearn.data.store import EpisodeStore, is_image_key
+from robolearn.data.training import TrainingData
 from robolearn.policies import build_policy
 from robolearn.train.checkpoint import has_checkpoint, load_train_state, resolve_checkpoint_dir, save_checkpoint
-from robolearn.utils.errors import ConfigError, StoreError
+from robolearn.utils.errors import ConfigError
 
 # Keys that may change between a run and its resumption (they do not change what is learned so far).
 _RESUMABLE_CHANGES = {"train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.num_threads"}
@@ -41,62 +39,6 @@ def _flat(cfg: DictConfig) -> dict[str, Any]:
 
     walk("", OmegaConf.to_container(cfg, resolve=True))
     return out
-
-
-class TrainingData:
-    """Windows of a Zarr episode store in memory, split by episode into train and validation.
-
-    Args:
-        cfg: experiment config (``data``, ``task``, ``policy``, ``seed`` sections).
-
-    Attributes:
-        arrays: ``{key: (N, D)}`` committed steps of the observation keys and the action.
-        train, val: :class:`SequenceSampler` over the train / validation episodes.
-        stats: normalizer statistics of the train episodes.
-
-    Raises:
-        StoreError: the store is missing, corrupt, or lacks a configured key.
-    """
-
-    def __init__(self, cfg: DictConfig):
-        if not Path(cfg.data.path).exists():
-            raise StoreError(f"{cfg.data.path}: no such store (record one first, e.g. `robolearn collect "
-                             f"--task {cfg.task.name} --episodes 100 --out {cfg.data.path}`, or set data.path=...)")
-        store = EpisodeStore.open(cfg.data.path)
-        self.obs_keys = list(cfg.task.obs_keys)
-        self.action_key = cfg.task.action_key
-        for k in [*self.obs_keys, self.action_key]:
-            if k not in store.keys:
-                raise StoreError(f"{store.path}: missing key 'data/{k}' required by task '{cfg.task.name}' "
-                                 f"(store has {store.keys})")
-        ends = store.episode_ends
-        if cfg.data.max_episodes is not None:
-            ends = ends[: int(cfg.data.max_episodes)]
-        if len(ends) == 0:
-            raise StoreError(f"{store.path}: no committed episodes to train on")
-        n = int(ends[-1])
-        # Images stay uint8 (the encoder scales them); everything else becomes float32.
-        self.arrays = {k: v[:n] if is_image_key(v.shape[1:], v.dtype) else v[:n].astype(np.float32)
-                       for k, v in store.load([*self.obs_keys, self.action_key]).items()}
-        if self.action_key != "action":
-            self.arrays["action"] = self.arrays.pop(self.action_key)
-        self.n_episodes = len(ends)
-        self.train_episodes, self.val_episodes = split_episodes(len(ends), cfg.data.val_ratio, cfg.seed)
-        p = cfg.policy
-        self.train = SequenceSampler(ends, p.horizon, p.n_obs_steps, p.n_action_steps, self.train_episodes)
-        self.val = SequenceSampler(ends, p.horizon, p.n_obs_steps, p.n_action_steps, self.val_episodes)
-        starts = np.concatenate([[0], ends[:-1]])
-        rows = np.concatenate([np.arange(starts[e], ends[e]) for e in self.train_episodes])
-        self.stats = compute_stats({k: v[rows] for k, v in self.arrays.items() if v.dtype != np.uint8})
-        self.obs_shapes = {k: self.arrays[k].shape[1:] for k in self.obs_keys}
-        self.action_dim = int(self.arrays["action"].shape[1])
-
-    def batch(self, sampler: SequenceSampler, idx: np.ndarray, device: str = "cpu") -> dict[str, torch.Tensor]:
-        """Training batch ``{"obs.<key>": (B, To, D), "action": (B, T, A)}`` of windows ``idx``."""
-        win = sampler.sample(self.arrays, idx, obs_keys=self.obs_keys)
-        out = {f"obs.{k}": torch.from_numpy(win[k]) for k in self.obs_keys}
-        out["action"] = torch.from_numpy(win["action"])
-        return {k: v.to(device) for k, v in out.items()}
 
 
 def _val_loss(policy, data: TrainingData, batch_size: int, device: str, max_windows: int = 4096) -> float | None:
