@@ -10,7 +10,9 @@ takes an evaluation already saved in the run). The JSON keeps
 one record per entry (results of entries not run this time are kept from the previous file): demos
 used, training steps, batch size, parameters, training wall time and samples/s, success rate with
 its 95 % Wilson interval, evaluation wall time, and the machine. These runs take minutes to an hour
-each on a 2-core CPU: this is a benchmark, not a test.
+each on a 2-core CPU: this is a benchmark, not a test. Entries with a ``source`` (e.g.
+``pusht_diffusion_22k``) are earlier outputs of this script, kept under another name when their
+entry was re-run; ``benchmarks/readme_tables.py`` writes the README's tables from this file.
 """
 
 from __future__ import annotations
