@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -92,14 +93,14 @@ class SpatialSoftmax(nn.Module):
         self.num_keypoints = num_keypoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        attn = torch.softmax(self.proj(x).flatten(2), dim=-1)  # (B, K, h*w)
+        _, _, h, w = x.shape
+        attn = torch.softmax(rearrange(self.proj(x), "b k h w -> b k (h w)"), dim=-1)
         ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=attn.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=attn.dtype)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         kx = (attn * grid_x.reshape(1, 1, -1)).sum(-1)
         ky = (attn * grid_y.reshape(1, 1, -1)).sum(-1)
-        return torch.stack([kx, ky], dim=-1).reshape(b, 2 * self.num_keypoints)
+        return rearrange(torch.stack([kx, ky], dim=-1), "b k xy -> b (k xy)")  # (x0, y0, x1, y1, ...)
 
 
 def crop_images(x: torch.Tensor, size: Sequence[int], random: bool, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,7 +123,7 @@ def crop_images(x: torch.Tensor, size: Sequence[int], random: bool, generator: t
     rows = (tops[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, h, 1)
     cols = (lefts[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, w)
     batch = torch.arange(b, device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, h, w)
+    return rearrange(rearrange(x, "b c h w -> b h w c")[batch, rows, cols], "b h w c -> b c h w")
 
 
 class ImageEncoder(nn.Module):
@@ -174,7 +175,7 @@ class ImageEncoder(nn.Module):
         self.feature_dim = int(feature_dim)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = rearrange(images, "b h w c -> b c h w").float() / 255.0
         return crop_images(x, self.crop, random=self.training)
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
@@ -272,7 +273,6 @@ class ObsEncoder(nn.Module):
                 raise KeyError(f"observation key '{k}' missing (got {sorted(obs)})")
         feats = [self.lowdim(obs, normalizer)]
         for k in self.image_keys:
-            x = obs[k]
-            b, t = x.shape[:2]
-            feats.append(self.image_encoders[k](x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1))
+            frames = rearrange(obs[k], "b t h w c -> (b t) h w c")  # every step of every sample
+            feats.append(rearrange(self.image_encoders[k](frames), "(b t) d -> b t d", b=obs[k].shape[0]))
         return torch.cat(feats, dim=-1)

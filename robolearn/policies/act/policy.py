@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import nn
 
 from robolearn.policies.base import Policy
@@ -157,15 +158,15 @@ class ACTPolicy(Policy):
         """``(B, n_image_tokens, dim_model)``: every feature-map position of every camera (current step)."""
         if not self.image_keys:
             return None
-        tokens = [self.image_proj[k](self.backbones[k].feature_map(obs[k][:, -1])).flatten(2).transpose(1, 2)
-                  for k in self.image_keys]
+        maps = [self.image_proj[k](self.backbones[k].feature_map(obs[k][:, -1])) for k in self.image_keys]
+        tokens = [rearrange(m, "b d h w -> b (h w) d") for m in maps]  # one token per feature-map position
         return torch.cat(tokens, dim=1)
 
     def encode_latent(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CVAE encoder: normalized ``state (B, S)`` and ``actions (B, k, A)`` → ``mu, logvar (B, latent)``."""
         B = state.shape[0]
-        tokens = torch.cat([self.vae_cls.expand(B, -1, -1), self.vae_state_proj(state)[:, None],
-                            self.vae_action_proj(actions)], dim=1)
+        tokens = torch.cat([repeat(self.vae_cls, "1 n d -> b n d", b=B),
+                            rearrange(self.vae_state_proj(state), "b d -> b 1 d"), self.vae_action_proj(actions)], dim=1)
         out = self.vae_encoder(tokens + self.vae_pos)
         mu, logvar = self.latent_head(out[:, 0]).chunk(2, dim=-1)
         return mu, logvar
@@ -179,7 +180,7 @@ class ACTPolicy(Policy):
             tokens = torch.cat([tokens, image_tokens], dim=1)
         tokens = tokens + self.encoder_pos
         memory = self.encoder(tokens)
-        out = self.decoder(self.queries.expand(B, -1, -1), memory)
+        out = self.decoder(repeat(self.queries, "1 k d -> b k d", b=B), memory)
         return self.action_head(out)
 
     # ------------------------------------------------------------------ Policy API

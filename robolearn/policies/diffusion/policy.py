@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from robolearn.policies.base import Policy
 from robolearn.policies.diffusion.unet import ConditionalUnet1D
@@ -105,7 +106,7 @@ class DiffusionPolicy(Policy):
             window[k] = obs[k][:, : self.n_obs_steps]
             if window[k].shape[1] != self.n_obs_steps:
                 raise ValueError(f"obs '{k}' has {window[k].shape[1]} steps, policy needs n_obs_steps={self.n_obs_steps}")
-        return self.obs_encoder(window, self.normalizer).flatten(1)
+        return rearrange(self.obs_encoder(window, self.normalizer), "b t d -> b (t d)")
 
     # ------------------------------------------------------------------ Policy API
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import rearrange
 from torch import nn
 
 
@@ -79,7 +80,7 @@ class FiLMResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.block1(x)
-        scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
+        scale, bias = rearrange(self.film(cond), "b (film c) -> film b c 1", film=2)  # each (B, c_out, 1)
         h = self.block2(h * scale + bias)
         return h + self.skip(x)
 
@@ -138,7 +139,7 @@ class ConditionalUnet1D(nn.Module):
         if t.ndim == 0:
             t = t.expand(B)
         c = torch.cat([self.step_embed(t), cond], dim=-1)
-        x = sample.transpose(1, 2)
+        x = rearrange(sample, "b t a -> b a t")  # channels first: convolutions run along time
         skips = []
         for res1, res2, down in self.down:
             x = res2(res1(x, c), c)
@@ -149,4 +150,4 @@ class ConditionalUnet1D(nn.Module):
         for res1, res2, up in self.up:
             x = torch.cat([x, skips.pop()], dim=1)
             x = up(res2(res1(x, c), c))
-        return self.final(x).transpose(1, 2)
+        return rearrange(self.final(x), "b a t -> b t a")
