@@ -140,7 +140,7 @@ def test_class_defaults_are_the_default_config(name):
 def test_build_policy_rejects_unknown_name_and_option():
     with pytest.raises(ValueError, match="unknown policy"):
         build_policy({**SMALL, "name": "nope"}, {"x": (2,)}, 2)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         build_policy({**SMALL, "bogus": 1}, {"x": (2,)}, 2)
 
 

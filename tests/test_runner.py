@@ -2,6 +2,7 @@
 policy errors surface in the caller, and a process worker behaves like a thread worker."""
 
 import time
+import types
 
 import numpy as np
 import pytest
@@ -48,11 +49,22 @@ def test_policy_errors_reach_the_caller():
             runner.wait(10)
 
 
-def test_stall_injection_delays_only_the_chosen_calls():
+def test_stall_injection_delays_only_the_chosen_calls(monkeypatch):
+    # Which calls stall is asserted from the sleeps the wrapper asks for, not from wall-clock upper
+    # bounds (an unstalled call can take 0.1 s on a loaded 2-core machine).
+    import robolearn.robots.runner as runner_module
+
+    sleeps = []
+    recording_time = types.SimpleNamespace(monotonic=time.monotonic,
+                                           sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+    monkeypatch.setattr(runner_module, "time", recording_time)
     with PolicyRunner(StallingPolicy(AddOne(), stall_s=0.2, stall_calls=(2,)), mode="thread") as runner:
-        durations = []
+        durations, sleeps_after_call = [], []
         for _ in range(3):
             runner.submit({"x": np.zeros((1, 2))}, time.monotonic())
             r = runner.wait(10)
             durations.append(r.t_done - r.t_start)
-    assert durations[1] >= 0.2 and durations[0] < 0.1 and durations[2] < 0.1
+            sleeps_after_call.append(list(sleeps))
+            np.testing.assert_array_equal(r.actions, [[1.0, 1.0]] * 4)  # a stalled call still answers
+    assert sleeps_after_call == [[], [0.2], [0.2]]
+    assert durations[1] >= 0.2  # the stall is added to the chunk's compute time

@@ -43,7 +43,7 @@ def test_sample_obs_history_and_actions():
 def test_invalid_sizes():
     with pytest.raises(ValueError, match="exceeds horizon"):
         SequenceSampler(np.array([10]), horizon=4, n_obs_steps=2, n_action_steps=4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be >= 1"):
         SequenceSampler(np.array([10]), horizon=0, n_obs_steps=1, n_action_steps=1)
 
 
@@ -57,7 +57,7 @@ def test_split_by_episode_is_seeded_partition():
     assert [len(x) for x in split_episodes(2, 0.01)] == [1, 1]
     assert [len(x) for x in split_episodes(1, 0.5)] == [1, 0]
     assert len(split_episodes(5, 0.0)[1]) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"val_ratio must be in \[0, 1\), got 1.0"):
         split_episodes(5, 1.0)
 
 

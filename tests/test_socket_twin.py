@@ -48,7 +48,7 @@ def test_states_stream_and_commands_move_the_arm(twin):
         twin.send_command(Command(ControlMode.EEF_POSE, eef_pos=goal, eef_quat=s1.eef_quat, gripper=1.0))
         time.sleep(0.002)
     assert twin.read_state().eef_pos[2] > s1.eef_pos[2] + 0.02
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="takes EEF_POSE commands, got"):
         twin.send_command(Command(ControlMode.JOINT_POSITION, joint_pos=np.zeros(7)))
 
 
@@ -56,7 +56,7 @@ def test_pulled_cable_is_detected(twin):
     twin.read_state()
     twin.inject_disconnect()
     wait_for_error(twin, match="closed")
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="twin link closed"):
         twin.send_command(Command(ControlMode.EEF_POSE, eef_pos=np.zeros(3), eef_quat=np.array([0, 0, 0, 1.0])))
 
 

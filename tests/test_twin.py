@@ -43,7 +43,7 @@ def test_twin_is_a_robot_and_steps_with_the_clock(twin):
 def test_twin_refuses_joint_commands_and_calls_before_connect():
     clock = ManualClock(100.0)
     tw = MujocoTwin(clock=clock)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match=r"not connected; call connect\(\) first"):
         tw.read_state()
     tw.connect()
     with pytest.raises(ValueError, match="EEF_POSE"):
