@@ -144,6 +144,30 @@ def test_build_policy_rejects_unknown_name_and_option():
         build_policy({**SMALL, "bogus": 1}, {"x": (2,)}, 2)
 
 
+def test_policy_registry_imports_lazily_lists_known_names_and_registers(monkeypatch):
+    import subprocess
+    import sys
+
+    from robolearn import policies
+    from robolearn.policies.act.policy import ACTPolicy
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+
+    assert policies.policy_class("act") is ACTPolicy and policies.policy_class("diffusion") is DiffusionPolicy
+    with pytest.raises(ValueError, match=r"unknown policy type 'nope'; known: \['act', 'diffusion'\]"):
+        policies.policy_class("nope")
+    monkeypatch.setattr(policies, "POLICIES", dict(policies.POLICIES))
+    policies.register_policy("diffusion_alias", policies.POLICIES["diffusion"])
+    assert type(build_policy({**SMALL, "name": "diffusion_alias"}, {"x": (2,)}, 2)) is DiffusionPolicy
+    policies.register_policy("act", policies.POLICIES["act"])  # the same class again: no-op
+    with pytest.raises(ValueError, match="'act' is already registered as 'robolearn.policies.act.policy:ACTPolicy'"):
+        policies.register_policy("act", policies.POLICIES["diffusion"])
+    with pytest.raises(ValueError, match="must be 'module:Class', got 'ACTPolicy'"):
+        policies.register_policy("x", "ACTPolicy")
+    code = "import sys, robolearn.policies; print(any(m.startswith('robolearn.policies.') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # no policy module (nor torch model code) until a policy is built
+
+
 def test_batch_one_conv_fast_path_matches_the_standard_convolution():
     from robolearn.policies.diffusion.unet import Conv1d
 

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any, Mapping
 
+#: Policy name (``policy.name`` in the config, ``type`` in a checkpoint's ``policy.json``) ->
+#: ``"module:Class"``, imported on first use, so importing ``robolearn.policies`` loads no model code.
+POLICIES: dict[str, str] = {
+    "diffusion": "robolearn.policies.diffusion.policy:DiffusionPolicy",
+    "act": "robolearn.policies.act.policy:ACTPolicy",
+}
 
-def _policy_class(name: str):
-    if name == "diffusion":
-        from robolearn.policies.diffusion.policy import DiffusionPolicy
 
-        return DiffusionPolicy
-    if name == "act":
-        from robolearn.policies.act.policy import ACTPolicy
+def register_policy(name: str, target: str) -> None:
+    """Add policy ``name``, the class at ``target = "module:Class"`` (a :class:`~robolearn.policies.base.Policy`).
 
-        return ACTPolicy
-    raise ValueError(f"unknown policy type {name!r}; known: ['act', 'diffusion']")
+    Raises:
+        ValueError: ``target`` not of the form ``"module:Class"``, or ``name`` already registered
+            for another class (checkpoints name their policy type: one name, one class).
+    """
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ValueError(f"policy target must be 'module:Class', got {target!r}")
+    if POLICIES.get(name, target) != target:
+        raise ValueError(f"policy {name!r} is already registered as {POLICIES[name]!r}")
+    POLICIES[name] = target
+
+
+def policy_class(name: str) -> type:
+    """The class registered as policy ``name`` (its module is imported now).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy type {name!r}; known: {sorted(POLICIES)}")
+    module, _, attr = POLICIES[name].partition(":")
+    return getattr(import_module(module), attr)
 
 
 def build_policy_from_kwargs(name: str, kwargs: Mapping[str, Any], stats=None):
@@ -24,7 +47,7 @@ def build_policy_from_kwargs(name: str, kwargs: Mapping[str, Any], stats=None):
         ValueError: unknown policy type.
         TypeError: kwargs that the policy does not take.
     """
-    return _policy_class(name)(**dict(kwargs), stats=stats)
+    return policy_class(name)(**dict(kwargs), stats=stats)
 
 
 def build_policy(policy_cfg: Mapping[str, Any], obs_shapes: Mapping[str, tuple], action_dim: int, stats=None):
