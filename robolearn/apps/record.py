@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from robolearn.robots.types import SimulatedRobot
 from robolearn.data.schema import TELEOP_KEYS, create_episode_store, open_for_append
 from robolearn.data.store import EpisodeStore, KeyInfo
 from robolearn.envs.actions import DeltaEefAdapter
+from robolearn.robots.types import SimulatedRobot
 from robolearn.teleop.recorder import Recorder, TeleopSource, robot_obs
 
 

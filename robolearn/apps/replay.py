@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from robolearn.robots.types import SimulatedRobot
 from robolearn.data.store import EpisodeStore
+from robolearn.envs.actions import DeltaEefAdapter
+from robolearn.robots.types import SimulatedRobot
 from robolearn.teleop.recorder import ReplaySource
 
 
@@ -37,7 +38,7 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
     if not 0 <= episode < store.n_episodes:
         raise StoreError(f"{store_path}: no episode {episode} (the store has {store.n_episodes})")
     absolute = "action_abs" in store.keys
-    if not absolute and (store.attrs.get("action_space") or {}).get("type") != "eef_delta_pose_world":
+    if not absolute and (store.attrs.get("action_space") or {}).get("type") != DeltaEefAdapter.space_type:
         raise StoreError(f"{store_path}: nothing to replay: no 'action_abs' key and 'action' is not an EEF delta pose")
     ep = store.get_episode(episode, ["action_abs" if absolute else "action"])
     actions = ep["action_abs" if absolute else "action"]
@@ -48,7 +49,8 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
     rb = make_robot(rcfg)
     rb.connect()
     try:
-        if isinstance(rb, SimulatedRobot):
+        simulated = isinstance(rb, SimulatedRobot)
+        if simulated:
             rb.reset(seed)
         safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
         source = ReplaySource(actions, step_s, absolute)
@@ -56,7 +58,7 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
         success = {"any": False}
 
         def on_slot(k, deadline, state):
-            if isinstance(rb, SimulatedRobot) and k > 0:
+            if simulated and k > 0:
                 success["any"] = success["any"] or rb.is_success()
             return source.end_time is not None and deadline >= source.end_time + settle_s
 
@@ -68,5 +70,5 @@ def replay(store_path, episode: int, robot_name: str = "sim", realtime: bool = T
     finally:
         rb.disconnect()
     return {"store": str(store_path), "episode": episode, "seed": seed, "steps": len(actions), "absolute": absolute,
-            "success": success["any"] if isinstance(rb, SimulatedRobot) else None, "final_target_error_m": err,
+            "success": success["any"] if simulated else None, "final_target_error_m": err,
             "faults": [f.kind.value for f in safety.faults], "loop": stats.summary()}
