@@ -165,3 +165,33 @@ def test_registries_name_what_they_know_and_stay_lazy():
     assert {"mujoco_twin", "mujoco_twin_socket", "ur_rtde", "feetech"} <= set(DRIVERS)
     code = "import sys, robolearn.envs, robolearn.robots.config; print('robosuite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_phase_expert_counts_steps_and_draws_noise_only_in_noisy_phases():
+    """The shared expert machinery: ``waited`` counts from ``enter``; position steps are clipped per
+    axis; noise is drawn only in a noisy phase with ``noise_std > 0``, so a noise-free expert is
+    unaffected by its seed and a noisy one repeats for the same seed."""
+    from robolearn.envs.experts import PhaseExpert
+
+    class Toy(PhaseExpert):
+        noisy_phases = ("move",)
+        max_step = 0.01
+
+    e = Toy(gain=1.0)
+    assert (e.phase, e.count) == ("approach", 0)
+    e.enter("hold")
+    assert [e.waited(3) for _ in range(4)] == [False, False, True, True]
+    e.enter("move")
+    assert e.count == 0
+    np.testing.assert_array_equal(e.position_step(np.array([1.0, -0.005, 0.0]), np.zeros(3)), [0.01, -0.005, 0.0])
+    noisy = [Toy(noise_std=0.1, seed=3) for _ in range(2)]
+    steps = []
+    for n in noisy:
+        n.enter("move")
+        steps.append(n.position_step(np.zeros(3), np.zeros(3)))
+    np.testing.assert_array_equal(steps[0], steps[1])
+    assert np.any(steps[0] != 0) and np.all(np.abs(steps[0]) <= 0.01)
+    quiet = Toy(noise_std=0.1, seed=3)
+    quiet.enter("hold")  # not a noisy phase: no draw, the generator is untouched
+    np.testing.assert_array_equal(quiet.position_step(np.zeros(3), np.zeros(3)), np.zeros(3))
+    assert quiet.rng.bit_generator.state == np.random.default_rng(3).bit_generator.state

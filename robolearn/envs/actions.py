@@ -25,13 +25,28 @@ from robolearn.utils.rotations import quat_multiply, rotvec_to_quat
 #: Largest goal offset one Lift-convention action may hold (m, rad), as in the eval environment.
 MAX_DELTA_POS, MAX_DELTA_ROT = 0.05, 0.5
 
+#: Gripper commands of the task actions (robosuite's convention): -1 opens, +1 closes.
+GRIPPER_OPEN, GRIPPER_CLOSE = -1.0, 1.0
+
+
+def gripper_opening(command: float) -> float:
+    """The HAL's gripper opening in ``[0, 1]`` (1 open) for an action's gripper command in
+    ``[-1, 1]`` (-1 open, +1 closed): ``(1 - g) / 2``, clipped to ``[0, 1]``."""
+    return float(np.clip((1.0 - command) / 2.0, 0.0, 1.0))
+
+
+def gripper_command(opening: float) -> float:
+    """The action's gripper command in ``[-1, 1]`` (-1 open) for a HAL opening in ``[0, 1]``
+    (1 open; clipped to ``[0, 1]`` first): ``1 - 2 * opening``. Inverse of :func:`gripper_opening`."""
+    return 1.0 - 2.0 * float(np.clip(opening, 0.0, 1.0))
+
 
 class DeltaEefAdapter:
     """Relative EEF action ``(7,)``: ``[dx, dy, dz]`` m and an axis-angle ``[rx, ry, rz]`` rad in the
     base frame, then the gripper in ``[-1, 1]`` (-1 open, +1 closed; robosuite's convention).
 
     The goal is the anchor pose (measured at the start of the action's slot) moved by the offset;
-    the gripper opening is ``(1 - g) / 2``.
+    the gripper opening is :func:`gripper_opening` of the command.
     """
 
     action_dim = 7
@@ -52,7 +67,7 @@ class DeltaEefAdapter:
         """
         a = np.asarray(action, dtype=np.float64)
         quat = quat_multiply(rotvec_to_quat(a[3:6]), np.asarray(anchor_quat, np.float64))
-        return np.asarray(anchor_pos) + a[:3], quat, float(np.clip((1.0 - a[6]) / 2.0, 0.0, 1.0))
+        return np.asarray(anchor_pos) + a[:3], quat, gripper_opening(a[6])
 
     def from_goal(self, target_pos: np.ndarray, target_quat: np.ndarray, opening: float,
                   eef_pos: np.ndarray, eef_quat: np.ndarray) -> np.ndarray:
@@ -62,7 +77,7 @@ class DeltaEefAdapter:
         dpos = np.clip(np.asarray(target_pos) - eef_pos, -MAX_DELTA_POS, MAX_DELTA_POS)
         drot = (Rotation.from_quat(target_quat) * Rotation.from_quat(eef_quat).inv()).as_rotvec()
         drot = np.clip(drot, -MAX_DELTA_ROT, MAX_DELTA_ROT)
-        return np.concatenate([dpos, drot, [1.0 - 2.0 * opening]]).astype(np.float32)
+        return np.concatenate([dpos, drot, [gripper_command(opening)]]).astype(np.float32)
 
 
 class AbsoluteEefAdapter:

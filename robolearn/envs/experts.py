@@ -2,22 +2,72 @@
 
 An expert reads the same observation a policy gets and returns an action in the environment's
 action units. It is used to generate demonstrations for tests, the quickstart and benchmarks.
+The robosuite experts here and the insertion expert (:mod:`robolearn.envs.insertion`) share
+:class:`PhaseExpert`: a named phase, a step counter for timed phases (gripper closing/opening),
+and proportional position steps clipped to the per-step limit, with optional Gaussian noise while
+the arm moves freely (for diverse demonstrations).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from robolearn.envs.robosuite_env import MAX_DELTA_POS, MAX_DELTA_ROT
-from robolearn.utils.rotations import quat_xyzw_to_matrix
+from robolearn.envs.actions import GRIPPER_CLOSE, GRIPPER_OPEN, MAX_DELTA_POS, MAX_DELTA_ROT
+from robolearn.utils.rotations import quat_xyzw_to_matrix, wrap_angle
+
+__all__ = ["PhaseExpert", "LiftExpert", "CanExpert", "SquareExpert", "wrap_angle",
+           "CAN_TARGET", "SQUARE_PEG", "SQUARE_PEG_TOP", "NUT_HANDLE"]
 
 
-def wrap_angle(a: float, period: float = 2 * np.pi) -> float:
-    """Wrap ``a`` (rad) into ``[-period/2, period/2)``."""
-    return float((a + period / 2) % period - period / 2)
+class PhaseExpert:
+    """Base of the phase-machine experts.
+
+    A subclass sets :attr:`initial_phase`, the phases in which position commands get noise
+    (:attr:`noisy_phases`) and the per-step limit (:attr:`max_step`, m), and writes ``__call__``
+    with :meth:`enter`, :meth:`waited` and :meth:`position_step`. The noise generator is drawn
+    from only when ``noise_std > 0`` and the phase is noisy, so a noise-free expert is
+    deterministic and seeding changes nothing.
+
+    Args:
+        gain: proportional gain from position error (m) to per-step delta (m).
+        noise_std: std (m) of Gaussian noise added to position commands in :attr:`noisy_phases`.
+        seed: seed of that noise.
+    """
+
+    initial_phase = "approach"
+    noisy_phases: tuple[str, ...] = ()
+    max_step = MAX_DELTA_POS
+
+    def __init__(self, gain: float = 1.0, noise_std: float = 0.0, seed: int | None = None):
+        self.gain, self.noise_std = gain, noise_std
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode in :attr:`initial_phase` (and reseed the command noise if ``seed`` is given)."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.phase, self.count = self.initial_phase, 0
+
+    def enter(self, phase: str) -> None:
+        """Switch to ``phase`` and restart the step counter."""
+        self.phase, self.count = phase, 0
+
+    def waited(self, steps: int) -> bool:
+        """Count one step in the current phase; true once ``steps`` steps have been counted."""
+        self.count += 1
+        return self.count >= steps
+
+    def position_step(self, target: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Per-step position command ``(3,)`` (m) from ``pos`` towards ``target`` (m, ``(3,)`` each):
+        ``gain * (target - pos)`` clipped to ``±max_step`` per axis, plus clipped noise in a noisy phase."""
+        delta = np.clip(self.gain * (target - pos), -self.max_step, self.max_step)
+        if self.noise_std > 0 and self.phase in self.noisy_phases:
+            delta = np.clip(delta + self.rng.normal(0, self.noise_std, 3), -self.max_step, self.max_step)
+        return delta
 
 
-class LiftExpert:
+class LiftExpert(PhaseExpert):
     """Scripted grasp-and-lift for the robosuite Lift cube.
 
     Phases: move above the cube while turning the gripper to the cube's yaw (the cube is symmetric
@@ -32,21 +82,17 @@ class LiftExpert:
         seed: seed of that noise.
     """
 
+    noisy_phases = ("approach", "lift")
+
     def __init__(self, gain: float = 1.0, hover: float = 0.06, lift_height: float = 0.15,
                  noise_std: float = 0.0, seed: int | None = None):
-        self.gain = gain
         self.hover = hover
         self.lift_height = lift_height
-        self.noise_std = noise_std
-        self.rng = np.random.default_rng(seed)
-        self.reset()
+        super().__init__(gain, noise_std, seed)
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode (and reseed the command noise if ``seed`` is given)."""
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.phase = "approach"
-        self._grip_steps = 0
+        super().reset(seed)
         self._grasp_point = None
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -61,7 +107,7 @@ class LiftExpert:
         cube_yaw = np.arctan2(cube_rot[1, 0], cube_rot[0, 0])
         yaw_err = wrap_angle(cube_yaw - grip_yaw, np.pi / 2)
 
-        gripper = -1.0
+        gripper = GRIPPER_OPEN
         rot_cmd = np.array([0.0, 0.0, np.clip(2.0 * yaw_err, -MAX_DELTA_ROT, MAX_DELTA_ROT)])
         if self.phase == "approach":
             target = cube + np.array([0.0, 0.0, self.hover])
@@ -70,21 +116,18 @@ class LiftExpert:
         if self.phase == "descend":
             target = cube + np.array([0.0, 0.0, -0.005])
             if abs(target[2] - eef[2]) < 0.01 and np.linalg.norm((target - eef)[:2]) < 0.01:
-                self.phase = "grasp"
+                self.enter("grasp")
                 self._grasp_point = eef.copy()
         if self.phase == "grasp":
             target = self._grasp_point
-            gripper = 1.0
-            self._grip_steps += 1
-            if self._grip_steps >= 6:
+            gripper = GRIPPER_CLOSE
+            if self.waited(6):
                 self.phase = "lift"
         if self.phase == "lift":
             target = self._grasp_point + np.array([0.0, 0.0, self.lift_height])
-            gripper = 1.0
+            gripper = GRIPPER_CLOSE
             rot_cmd[:] = 0.0
-        delta = np.clip(self.gain * (target - eef), -MAX_DELTA_POS, MAX_DELTA_POS)
-        if self.noise_std > 0 and self.phase in ("approach", "lift"):
-            delta = np.clip(delta + self.rng.normal(0, self.noise_std, 3), -MAX_DELTA_POS, MAX_DELTA_POS)
+        delta = self.position_step(target, eef)
         return np.concatenate([delta, rot_cmd, [gripper]]).astype(np.float32)
 
 
@@ -93,7 +136,7 @@ class LiftExpert:
 CAN_TARGET = np.array([0.1975, 0.4025, 0.8])
 
 
-class CanExpert:
+class CanExpert(PhaseExpert):
     """Scripted pick-and-place for robosuite PickPlaceCan: over the can, down, close, lift to a carry
     height, over the target quadrant of the second bin, down, open, and away (the task counts
     success only once the gripper has left the can).
@@ -108,22 +151,17 @@ class CanExpert:
         seed: seed of that noise.
     """
 
-    def __init__(self, gain: float = 1.0, carry_z: float = 1.05, noise_std: float = 0.0, seed: int | None = None):
-        self.gain, self.carry_z, self.noise_std = gain, carry_z, noise_std
-        self.rng = np.random.default_rng(seed)
-        self.reset()
+    noisy_phases = ("approach", "lift", "carry", "retreat")
 
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode (and reseed the command noise if ``seed`` is given)."""
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.phase, self.count = "approach", 0
+    def __init__(self, gain: float = 1.0, carry_z: float = 1.05, noise_std: float = 0.0, seed: int | None = None):
+        self.carry_z = carry_z
+        super().__init__(gain, noise_std, seed)
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Action ``(7,)`` for one observation dict of :class:`RobosuiteEnv` (``can``)."""
         eef = obs["robot0_eef_pos"].astype(np.float64)
         can = obs["object"][:3].astype(np.float64)
-        grip = 1.0 if self.phase in ("grasp", "lift", "carry", "lower") else -1.0
+        grip = GRIPPER_CLOSE if self.phase in ("grasp", "lift", "carry", "lower") else GRIPPER_OPEN
         if self.phase == "approach":
             target = np.array([can[0], can[1], max(can[2] + 0.08, eef[2] - 0.05)])
             if np.linalg.norm((target - eef)[:2]) < 0.01 and abs(can[2] + 0.08 - eef[2]) < 0.02:
@@ -131,11 +169,10 @@ class CanExpert:
         if self.phase == "descend":
             target = can + np.array([0.0, 0.0, 0.0])
             if np.linalg.norm(target - eef) < 0.012:
-                self.phase, self.count = "grasp", 0
+                self.enter("grasp")
         if self.phase == "grasp":
             target = eef
-            self.count += 1
-            if self.count >= 6:
+            if self.waited(6):
                 self.phase = "lift"
         if self.phase == "lift":
             target = np.array([eef[0], eef[1], self.carry_z])
@@ -148,17 +185,14 @@ class CanExpert:
         if self.phase == "lower":
             target = np.array([CAN_TARGET[0], CAN_TARGET[1], CAN_TARGET[2] + 0.12])
             if eef[2] < target[2] + 0.015:
-                self.phase, self.count = "release", 0
+                self.enter("release")
         if self.phase == "release":
             target = eef
-            self.count += 1
-            if self.count >= 4:
+            if self.waited(4):
                 self.phase = "retreat"
         if self.phase == "retreat":
             target = np.array([CAN_TARGET[0], CAN_TARGET[1], self.carry_z])
-        delta = np.clip(self.gain * (target - eef), -MAX_DELTA_POS, MAX_DELTA_POS)
-        if self.noise_std > 0 and self.phase in ("approach", "lift", "carry", "retreat"):
-            delta = np.clip(delta + self.rng.normal(0, self.noise_std, 3), -MAX_DELTA_POS, MAX_DELTA_POS)
+        delta = self.position_step(target, eef)
         return np.concatenate([delta, np.zeros(3), [grip]]).astype(np.float32)
 
 
@@ -170,7 +204,7 @@ SQUARE_PEG_TOP = 0.95
 NUT_HANDLE = np.array([0.06, 0.0, 0.0])
 
 
-class SquareExpert:
+class SquareExpert(PhaseExpert):
     """Scripted nut assembly for robosuite NutAssemblySquare: grasp the square nut by its handle
     with the fingers closing across it, lift it above the square peg, turn it so that its hole
     lines up with the peg (the hole is square: any multiple of 90°), centre it over the peg, lower
@@ -187,17 +221,17 @@ class SquareExpert:
         seed: seed of that noise.
     """
 
+    noisy_phases = ("approach", "lift", "retreat")
+
     def __init__(self, gain: float = 1.0, yaw_gain: float = 1.0, max_yaw_step: float = 0.15, noise_std: float = 0.0,
                  seed: int | None = None):
-        self.gain, self.yaw_gain, self.max_yaw_step, self.noise_std = gain, yaw_gain, max_yaw_step, noise_std
-        self.rng = np.random.default_rng(seed)
-        self.reset()
+        self.yaw_gain, self.max_yaw_step = yaw_gain, max_yaw_step
+        super().__init__(gain, noise_std, seed)
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode (and reseed the command noise if ``seed`` is given)."""
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.phase, self.count, self.offset = "approach", 0, None
+        super().reset(seed)
+        self.offset = None
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Action ``(7,)`` for one observation dict of :class:`RobosuiteEnv` (``square``)."""
@@ -210,7 +244,7 @@ class SquareExpert:
         yaw_err = wrap_angle(nut_yaw - grip_yaw, np.pi)  # gripper x along the handle, either way round
         if self.phase in ("lift", "carry", "lower") and eef[2] - nut[2] > self.offset[2] + 0.03:
             self.phase = "approach"  # the nut stayed behind: grasp again
-        grip = 1.0 if self.phase in ("grasp", "lift", "carry", "lower") else -1.0
+        grip = GRIPPER_CLOSE if self.phase in ("grasp", "lift", "carry", "lower") else GRIPPER_OPEN
         if self.phase == "approach":
             target = handle + np.array([0.0, 0.0, 0.08])
             if np.linalg.norm(target - eef) < 0.012 and abs(yaw_err) < 0.05:
@@ -218,11 +252,10 @@ class SquareExpert:
         if self.phase == "descend":
             target = handle + np.array([0.0, 0.0, 0.0])
             if np.linalg.norm(target - eef) < 0.008:
-                self.phase, self.count = "grasp", 0
+                self.enter("grasp")
         if self.phase == "grasp":
             target, yaw_err = eef, 0.0
-            self.count += 1
-            if self.count >= 10:  # the fingers close slowly: ~10 steps onto the handle
+            if self.waited(10):  # the fingers close slowly: ~10 steps onto the handle
                 self.phase, self.offset = "lift", eef - nut
         if self.phase in ("lift", "carry", "lower"):
             # Now the nut turns with the gripper: square its hole with the peg (multiples of 90°).
@@ -242,16 +275,13 @@ class SquareExpert:
             target = np.array([SQUARE_PEG[0], SQUARE_PEG[1], 0.0]) + centre_to_eef
             target[2] = eef[2] - 0.03
             if nut[2] < 0.845:
-                self.phase, self.count = "release", 0
+                self.enter("release")
         if self.phase == "release":
             target, yaw_err = eef, 0.0
-            self.count += 1
-            if self.count >= 4:
+            if self.waited(4):
                 self.phase = "retreat"
         if self.phase == "retreat":
             target, yaw_err = np.array([eef[0], eef[1], 1.05]), 0.0
-        delta = np.clip(self.gain * (target - eef), -MAX_DELTA_POS, MAX_DELTA_POS)
-        if self.noise_std > 0 and self.phase in ("approach", "lift", "retreat"):
-            delta = np.clip(delta + self.rng.normal(0, self.noise_std, 3), -MAX_DELTA_POS, MAX_DELTA_POS)
+        delta = self.position_step(target, eef)
         rot_cmd = [0.0, 0.0, float(np.clip(self.yaw_gain * yaw_err, -self.max_yaw_step, self.max_yaw_step))]
         return np.concatenate([delta, rot_cmd, [grip]]).astype(np.float32)

@@ -26,6 +26,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from robolearn.envs.actions import GRIPPER_CLOSE, GRIPPER_OPEN
+from robolearn.envs.experts import PhaseExpert
 from robolearn.envs.rendering import CameraEnvMixin
 
 MAX_STEP_M = 0.01
@@ -159,23 +161,24 @@ class InsertionEnv(CameraEnvMixin, gym.Env):
                 **self.cameras.obs(self.model, d)}
 
 
-class InsertionExpert:
+class InsertionExpert(PhaseExpert):
     """Scripted peg insertion: above the peg, down, close, lift, over the hole, down slowly, hold.
 
     Args:
         gain: proportional gain from position error to step (m per m).
+        noise_std: std (m) of Gaussian noise on position commands while moving freely (above the
+            peg and lifting); 0 (the default) makes the expert deterministic.
+        seed: seed of that noise.
     """
 
     GRASP_ABOVE_CENTRE = 0.03   # gripper height above the peg centre when grasping (m)
     CARRY_HEIGHT = 0.14         # gripper height while carrying (m)
+    initial_phase = "above_peg"
+    noisy_phases = ("above_peg", "lift")
+    max_step = MAX_STEP_M
 
-    def __init__(self, gain: float = 0.6):
-        self.gain = gain
-        self.reset()
-
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode."""
-        self.phase, self.wait = "above_peg", 0
+    def __init__(self, gain: float = 0.6, noise_std: float = 0.0, seed: int | None = None):
+        super().__init__(gain, noise_std, seed)
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The action ``(4,)`` for ``obs``."""
@@ -183,7 +186,7 @@ class InsertionExpert:
         obj = obs["object"].astype(np.float64)
         peg, hole = obj[:3], obj[7:10]
         grasp_offset = self.GRASP_ABOVE_CENTRE + 0.04  # hand height above the peg bottom when held
-        grip = -1.0
+        grip = GRIPPER_OPEN
         if self.phase == "above_peg":
             target = peg + [0, 0, 0.08]
             if np.linalg.norm(target - hand) < 0.004:
@@ -191,26 +194,25 @@ class InsertionExpert:
         elif self.phase == "down_to_peg":
             target = peg + [0, 0, self.GRASP_ABOVE_CENTRE]
             if np.linalg.norm(target - hand) < 0.002:
-                self.phase = "close"
+                self.enter("close")
         elif self.phase == "close":
-            target, grip = hand, 1.0
-            self.wait += 1
-            if self.wait >= 6:
+            target, grip = hand, GRIPPER_CLOSE
+            if self.waited(6):
                 self.phase = "lift"
         elif self.phase == "lift":
-            target, grip = np.array([hand[0], hand[1], self.CARRY_HEIGHT]), 1.0
+            target, grip = np.array([hand[0], hand[1], self.CARRY_HEIGHT]), GRIPPER_CLOSE
             if abs(target[2] - hand[2]) < 0.004:
                 self.phase = "over_hole"
         elif self.phase == "over_hole":
             # Align the peg (not the hand): the peg may sit slightly off-centre in the fingers.
             target = hand + np.array([hole[0] - peg[0], hole[1] - peg[1], 0.0])
-            target[2], grip = self.CARRY_HEIGHT, 1.0
+            target[2], grip = self.CARRY_HEIGHT, GRIPPER_CLOSE
             if np.linalg.norm((hole - peg)[:2]) < 0.001:
                 self.phase = "insert"
         else:  # insert, then hold
             target = hand + np.array([hole[0] - peg[0], hole[1] - peg[1], 0.0])
-            target[2], grip = hole[2] + grasp_offset + 0.003, 1.0
-        step = np.clip(self.gain * (target - hand), -MAX_STEP_M, MAX_STEP_M)
+            target[2], grip = hole[2] + grasp_offset + 0.003, GRIPPER_CLOSE
+        step = self.position_step(target, hand)
         if self.phase == "insert":
             step[2] = max(step[2], -0.004)  # slow in the hole
         return np.concatenate([step, [grip]]).astype(np.float32)

@@ -31,6 +31,7 @@ import mujoco
 import numpy as np
 
 from robolearn.envs.rendering import CameraEnvMixin
+from robolearn.utils.rotations import wrap_angle
 
 WORKSPACE = 0.25            # half-size of the square workspace (m)
 PUSHER_RADIUS = 0.015
@@ -242,10 +243,6 @@ def _contact_candidates(spacing: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     return np.array(pts), np.array(normals)
 
 
-def _wrap(a: float) -> float:
-    return float((a + np.pi) % (2 * np.pi) - np.pi)
-
-
 class PushTExpert:
     """Scripted PushT pusher: greedy quasi-static pushes, re-planned every step.
 
@@ -290,7 +287,7 @@ class PushTExpert:
         com_world = pose[:2] + rot @ _COM
         goal_rot = np.array([[np.cos(GOAL[2]), -np.sin(GOAL[2])], [np.sin(GOAL[2]), np.cos(GOAL[2])]])
         goal_com = np.array(GOAL[:2]) + goal_rot @ _COM
-        err = np.array([*(goal_com - com_world), self.yaw_weight * _wrap(GOAL[2] - pose[2])])
+        err = np.array([*(goal_com - com_world), self.yaw_weight * wrap_angle(GOAL[2] - pose[2])])
         d = -(self.normals @ rot.T)                    # push directions, world
         r = (self.points - _COM) @ rot.T               # lever arms, world
         turn = (r[:, 0] * d[:, 1] - r[:, 1] * d[:, 0]) / self.RHO2
@@ -342,7 +339,7 @@ class PushTExpert:
         if dist < radius - 0.005:  # first straight out, away from the block
             return com + off / max(dist, 1e-6) * radius
         a_now, a_pre = np.arctan2(off[1], off[0]), np.arctan2(*(pre - com)[::-1])
-        delta = _wrap(a_pre - a_now)
+        delta = wrap_angle(a_pre - a_now)
         if abs(delta) < 1e-3:  # on the circle, at the contact's bearing: go in (the only way there)
             return pre
         a_next = a_now + np.sign(delta) * min(abs(delta), self.max_step / radius)

@@ -24,6 +24,7 @@ from typing import Callable
 import mujoco
 import numpy as np
 
+from robolearn.envs.actions import gripper_command
 from robolearn.utils.rotations import quat_to_rotvec
 from robolearn.robots.types import Capabilities, Command, ControlMode, RobotLimits, RobotState
 
@@ -88,7 +89,7 @@ class TwinSim:
     def set_goal(self, pos: np.ndarray, quat: np.ndarray, gripper: float) -> None:
         """Set the pose goal (m, xyzw, world frame) and gripper opening ``[0, 1]``; applied from the next step."""
         rotvec = quat_to_rotvec(np.asarray(quat, dtype=np.float64))
-        self._goal = np.concatenate([pos, rotvec, [1.0 - 2.0 * float(np.clip(gripper, 0.0, 1.0))]])
+        self._goal = np.concatenate([pos, rotvec, [gripper_command(gripper)]])
         self._new_goal = True
 
     def step(self) -> None:

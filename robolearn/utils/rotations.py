@@ -1,8 +1,14 @@
-"""Quaternion helpers (unit quaternions in xyzw order, angles in rad)."""
+"""Quaternion and angle helpers (unit quaternions in xyzw order, angles in rad)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def wrap_angle(a: float, period: float = 2 * np.pi) -> float:
+    """Wrap the angle ``a`` (rad) into ``[-period/2, period/2)``; a ``period`` below ``2 pi`` wraps the
+    error to a symmetric object's nearest equivalent orientation (``pi / 2`` for a square)."""
+    return float((a + period / 2) % period - period / 2)
 
 
 def quat_normalize(q: np.ndarray) -> np.ndarray:
