@@ -28,6 +28,7 @@ from robolearn.robots.types import Capabilities, Command, ControlMode, RobotLimi
 from robolearn.utils.errors import ConfigError, DeviceError
 
 STEPS_PER_TURN = 4096
+MAX_ID = 253  # servo ids 0..253 (254 is the broadcast id)
 ADDR_TORQUE_ENABLE, ADDR_GOAL_POSITION, ADDR_PRESENT_POSITION = 40, 42, 56
 
 
@@ -38,6 +39,38 @@ class JointCalibration:
     id: int
     homing_offset: int = 2048
     direction: int = 1
+
+
+def check_calibration(joints: Sequence[JointCalibration], gripper: dict[str, int] | None) -> None:
+    """Check an arm's calibration: at least one joint, every id in ``0..253`` and used once (the
+    gripper's too), every ``homing_offset`` and gripper position in ``0..4095`` steps, directions
+    ``+1``/``-1``, gripper ``open`` and ``closed`` apart.
+
+    Raises:
+        ValueError: the first problem, its message starting with the key at fault as a robot
+            config spells it (``calibration[2].homing_offset``, ``gripper.open``).
+    """
+    if not joints:
+        raise ValueError("calibration: no joints (one entry {id, homing_offset, direction} per arm joint)")
+    seen: dict[int, str] = {}
+    entries = [(f"calibration[{i}]", {"id": j.id, "homing_offset": j.homing_offset}) for i, j in enumerate(joints)]
+    if gripper:
+        entries.append(("gripper", {k: gripper.get(k) for k in ("id", "closed", "open")}))
+    for i, j in enumerate(joints):
+        if j.direction not in (1, -1):
+            raise ValueError(f"calibration[{i}].direction: must be +1 or -1, got {j.direction!r}")
+    for where, values in entries:
+        for key, v in values.items():
+            hi = MAX_ID if key == "id" else STEPS_PER_TURN - 1
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= hi:
+                unit = "" if key == "id" else " steps"
+                raise ValueError(f"{where}.{key}: must be an integer in 0..{hi}{unit}, got {v!r}")
+        if values["id"] in seen:
+            raise ValueError(f"{where}.id: servo id {values['id']} is already {seen[values['id']]}.id "
+                             "(each servo on the bus has its own id)")
+        seen[values["id"]] = where
+    if gripper and gripper["open"] == gripper["closed"]:
+        raise ValueError(f"gripper.open: must differ from gripper.closed (both {gripper['open']} steps)")
 
 
 class FeetechArm:
@@ -54,7 +87,8 @@ class FeetechArm:
 
     Raises:
         DeviceError: ``feetech-servo-sdk`` is not installed.
-        ConfigError: calibration with a direction other than +1/-1 or equal gripper positions.
+        ConfigError: a calibration :func:`check_calibration` refuses, or limits for another number
+            of joints.
     """
 
     def __init__(self, port: str, joints: Sequence[JointCalibration], limits: RobotLimits,
@@ -67,13 +101,13 @@ class FeetechArm:
         self._sdk = scservo_sdk
         self.port_name, self.baudrate = port, int(baudrate)
         self.joints = list(joints)
-        if any(j.direction not in (1, -1) for j in self.joints):
-            raise ConfigError("joint calibration direction must be +1 or -1")
+        self.gripper = dict(gripper) if gripper else None
+        try:
+            check_calibration(self.joints, self.gripper)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if len(self.joints) != limits.n_joints:
             raise ConfigError(f"{len(self.joints)} calibrated joints but limits for {limits.n_joints}")
-        self.gripper = dict(gripper) if gripper else None
-        if self.gripper and self.gripper["open"] == self.gripper["closed"]:
-            raise ConfigError("gripper 'open' and 'closed' positions must differ")
         self.limits = limits
         self.capabilities = Capabilities(control_modes=(ControlMode.JOINT_POSITION,), has_gripper=gripper is not None,
                                          max_rate_hz=200.0)
@@ -86,18 +120,22 @@ class FeetechArm:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], **overrides) -> "FeetechArm":
-        """Build from a ``hardware/*.yaml`` dict (keys ``port``, ``calibration``, ``gripper``, ``limits``).
+        """Build from a ``hardware/*.yaml`` dict (keys ``port``, ``calibration``, ``gripper``, ``limits``,
+        ``baudrate``, ``torque_off_on_disconnect``), validated first with
+        :func:`~robolearn.robots.config.validate_robot_config` (the ``feetech`` schema).
 
         Raises:
-            ConfigError: a missing or invalid key (named).
+            ConfigError: an unknown, missing or invalid key (the file and key named), or a config
+                of another driver.
         """
-        try:
-            joints = [JointCalibration(**j) for j in cfg["calibration"]]
-            limits = RobotLimits(**cfg["limits"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{cfg.get('_path', 'robot config')}: {exc}") from None
-        kw = {"gripper": cfg.get("gripper"), "baudrate": cfg.get("baudrate", 1_000_000),
-              "torque_off_on_disconnect": cfg.get("torque_off_on_disconnect", False)}
+        from robolearn.robots.config import validate_robot_config
+
+        cfg = validate_robot_config({"driver": "feetech", **cfg})
+        if cfg["driver"] != "feetech":
+            raise ConfigError(f"{cfg.get('_path', 'robot config')}: driver: {cfg['driver']!r} is not a Feetech arm")
+        joints = [JointCalibration(**j) for j in cfg["calibration"]]
+        limits = RobotLimits(**cfg["limits"])
+        kw = {k: cfg[k] for k in ("gripper", "baudrate", "torque_off_on_disconnect") if k in cfg}
         kw.update(overrides)
         port = kw.pop("port", cfg.get("port"))
         return cls(port, joints, limits, **kw)

@@ -95,31 +95,80 @@ class RobotLimits:
     gripper_speed_max: float = 2.0
 
     def __post_init__(self):
-        for name in ("joint_lower", "joint_upper", "joint_vel_max", "workspace_lower", "workspace_upper"):
-            arr = np.asarray(getattr(self, name), dtype=np.float64)
-            if arr.ndim != 1 or not np.all(np.isfinite(arr)):
-                raise ValueError(f"limit '{name}' must be a finite 1-D array, got {arr}")
-            object.__setattr__(self, name, arr)
-        n = len(self.joint_lower)
-        if len(self.joint_upper) != n or len(self.joint_vel_max) != n:
-            raise ValueError("joint_lower, joint_upper and joint_vel_max must have the same length")
-        if np.any(self.joint_lower >= self.joint_upper):
-            raise ValueError(f"joint_lower must be below joint_upper: {self.joint_lower} vs {self.joint_upper}")
-        if len(self.workspace_lower) != 3 or len(self.workspace_upper) != 3:
-            raise ValueError("workspace_lower and workspace_upper must have 3 entries (m)")
-        if np.any(self.workspace_lower >= self.workspace_upper):
-            raise ValueError(f"workspace_lower must be below workspace_upper: {self.workspace_lower} vs {self.workspace_upper}")
-        if np.any(self.joint_vel_max <= 0):
-            raise ValueError(f"limit 'joint_vel_max' must be > 0, got {self.joint_vel_max}")
-        for name in ("eef_speed_max", "eef_rot_speed_max", "gripper_speed_max"):
-            v = float(getattr(self, name))
-            if not np.isfinite(v) or v <= 0:
-                raise ValueError(f"limit '{name}' must be a finite number > 0, got {v}")
+        check_limits({name: getattr(self, name) for name in LIMIT_FIELDS})
+        for name in LIMIT_FIELDS[:5]:
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
 
     @property
     def n_joints(self) -> int:
         """Number of joints."""
         return len(self.joint_lower)
+
+
+#: The fields of :class:`RobotLimits`, vectors first.
+LIMIT_FIELDS = ("joint_lower", "joint_upper", "joint_vel_max", "workspace_lower", "workspace_upper",
+                "eef_speed_max", "eef_rot_speed_max", "gripper_speed_max")
+
+
+def check_limits(values: dict, prefix: str = "", n_joints: int | None = None) -> None:
+    """Check the limits in ``values`` (any subset of :data:`LIMIT_FIELDS`, as :class:`RobotLimits`
+    takes them); pairs and lengths are checked where both sides are given.
+
+    Args:
+        values: ``{field: value}``; vectors as sequences of numbers (rad, rad/s, m), speeds as numbers.
+        prefix: put before every field name in messages (``"limits."`` for a robot config).
+        n_joints: the number of joints the vectors must have, where the caller knows it (e.g. the
+            calibration entries of an arm); ``None``: the three joint vectors agree with each other.
+
+    Raises:
+        ValueError: the first bad limit, named with ``prefix`` (and the index of the entry at fault):
+            a vector that is not a finite 1-D list of numbers, wrong lengths, an empty or inverted
+            range (lower >= upper), or a speed that is not a finite number > 0.
+    """
+    arr = {}
+    for name in LIMIT_FIELDS[:5]:
+        if name not in values:
+            continue
+        try:
+            a = np.asarray(values[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{prefix}{name}: must be a list of finite numbers, got {values[name]!r}") from None
+        if a.ndim != 1 or not np.all(np.isfinite(a)):
+            raise ValueError(f"{prefix}{name}: must be a list of finite numbers, got {a}")
+        arr[name] = a
+    joint = [n for n in ("joint_lower", "joint_upper", "joint_vel_max") if n in arr]
+    lengths = {n: len(arr[n]) for n in joint}
+    if n_joints is not None:
+        wrong = {n: k for n, k in lengths.items() if k != n_joints}
+        if wrong:
+            raise ValueError(f"{', '.join(prefix + n for n in wrong)}: need one entry per joint ({n_joints}), "
+                             f"got {', '.join(str(k) for k in wrong.values())}")
+    elif len(set(lengths.values())) > 1:
+        raise ValueError(f"{', '.join(prefix + n for n in joint)} must have the same length, got "
+                         f"{', '.join(str(k) for k in lengths.values())}")
+    for name in ("workspace_lower", "workspace_upper"):
+        if name in arr and len(arr[name]) != 3:
+            raise ValueError(f"{prefix}{name}: must have 3 entries (x, y, z in m), got {len(arr[name])}")
+    for lower, upper in (("joint_lower", "joint_upper"), ("workspace_lower", "workspace_upper")):
+        if lower in arr and upper in arr:
+            bad = np.flatnonzero(arr[lower] >= arr[upper])
+            if len(bad):
+                i = int(bad[0])
+                raise ValueError(f"{prefix}{lower} must be below {prefix}{upper} in every entry: "
+                                 f"{lower}[{i}] = {arr[lower][i]:g} >= {upper}[{i}] = {arr[upper][i]:g}")
+    if "joint_vel_max" in arr and np.any(arr["joint_vel_max"] <= 0):
+        i = int(np.flatnonzero(arr["joint_vel_max"] <= 0)[0])
+        raise ValueError(f"{prefix}joint_vel_max: must be > 0 for every joint, got joint_vel_max[{i}] = "
+                         f"{arr['joint_vel_max'][i]:g}")
+    for name in LIMIT_FIELDS[5:]:
+        if name not in values:
+            continue
+        try:
+            v = float(values[name])
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v) or v <= 0:
+            raise ValueError(f"{prefix}{name}: must be a finite number > 0, got {values[name]!r}")
 
 
 class FaultKind(enum.Enum):

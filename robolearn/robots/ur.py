@@ -21,6 +21,12 @@ from scipy.spatial.transform import Rotation
 from robolearn.robots.types import Capabilities, Command, ControlMode, RobotLimits, RobotState
 from robolearn.utils.errors import DeviceError
 
+#: Joints of every UR arm (CB3, e-Series): base, shoulder, elbow, wrist 1..3.
+N_JOINTS = 6
+#: What ``servoJ``/``servoL`` accept: look-ahead time (s) and proportional gain.
+LOOKAHEAD_RANGE_S = (0.03, 0.2)
+GAIN_RANGE = (100.0, 2000.0)
+
 
 class URDriver:
     """A UR arm over RTDE, implementing :class:`~robolearn.robots.types.Robot`.
@@ -42,10 +48,11 @@ class URDriver:
     def __init__(self, host: str, limits: RobotLimits, rate_hz: float = 500.0, lookahead_time: float = 0.1,
                  gain: float = 300.0, control_cls: Callable[..., Any] | None = None,
                  receive_cls: Callable[..., Any] | None = None, clock: Callable[[], float] = time.monotonic):
-        if not 0.03 <= lookahead_time <= 0.2:
-            raise DeviceError(f"lookahead_time must be in [0.03, 0.2] s, got {lookahead_time}")
-        if not 100 <= gain <= 2000:
-            raise DeviceError(f"gain must be in [100, 2000], got {gain}")
+        if not LOOKAHEAD_RANGE_S[0] <= lookahead_time <= LOOKAHEAD_RANGE_S[1]:
+            raise DeviceError(f"lookahead_time must be in [{LOOKAHEAD_RANGE_S[0]}, {LOOKAHEAD_RANGE_S[1]}] s, "
+                              f"got {lookahead_time}")
+        if not GAIN_RANGE[0] <= gain <= GAIN_RANGE[1]:
+            raise DeviceError(f"gain must be in [{GAIN_RANGE[0]:g}, {GAIN_RANGE[1]:g}], got {gain}")
         if control_cls is None or receive_cls is None:
             try:
                 import rtde_control
