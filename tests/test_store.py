@@ -1,4 +1,5 @@
 import hashlib
+import re
 import signal
 import subprocess
 import sys
@@ -230,3 +231,147 @@ def test_summary_reports_ranges(tmp_path, episode_factory):
     assert summ["n_episodes"] == 1 and summ["n_steps"] == 4 and summ["fps"] == 5
     assert summ["keys"]["obs"]["min"] == [2, 2, 2] and summ["keys"]["obs"]["max"] == [5, 5, 5]
     assert summ["keys"]["action"]["dtype"] == "float32"
+
+
+# ------------------------------------------------------------------ corrupt chunks and NaN/Inf
+
+IMG = (8, 8, 3)
+
+
+def _chunked_store(path, fmt=2, codec="webp"):
+    """3 episodes of 5, 9, 3 steps (ends 5, 14, 17); obs in chunks of 4 steps, img one frame a chunk."""
+    rng = np.random.default_rng(0)
+    store = EpisodeStore.create(path, zarr_format=fmt)
+    store.define_key("obs", KeyInfo((3,), "float32"), chunk_steps=4)
+    store.define_key("img", KeyInfo(IMG, "uint8", codec=codec))
+    for e, T in enumerate([5, 9, 3]):
+        store.add_episode({"obs": rng.normal(size=(T, 3)).astype(np.float32),
+                           "img": rng.integers(0, 256, (T, *IMG), dtype=np.uint8)}, meta={"seed": e})
+    return path
+
+
+def _chunk_file(path, key, row):
+    arr = zarr.open_group(str(path), mode="r")[key]
+    coords = (row // arr.chunks[0],) + (0,) * (arr.ndim - 1)
+    return path / key / arr.metadata.encode_chunk_key(coords)
+
+
+def _damage(file: Path, how: str) -> None:
+    raw = file.read_bytes()
+    if how == "truncated":
+        file.write_bytes(raw[: len(raw) // 2])
+    else:  # the same number of random bytes
+        file.write_bytes(np.random.default_rng(1).integers(0, 256, len(raw), dtype=np.uint8).tobytes())
+
+
+CORRUPT_CASES = [(fmt, codec, key, how) for fmt, codec in [(2, "webp"), (2, "png"), (2, "jpeg"), (3, "webp")]
+                 for key in ("obs", "img") for how in ("truncated", "random") if key == "img" or codec == "webp"]
+
+
+@pytest.mark.parametrize("fmt,codec,key,how", CORRUPT_CASES)
+def test_a_corrupt_chunk_names_store_key_chunk_steps_and_episodes(tmp_path, fmt, codec, key, how):
+    path = _chunked_store(tmp_path / "s.zarr", fmt, codec)
+    # obs chunk 1 holds steps 4-7 (episodes 0 and 1); img chunk 7 holds step 7 (episode 1).
+    row, held = (4, r"steps 4-7, episodes 0-1") if key == "obs" else (7, r"step 7, episode 1")
+    chunk = _chunk_file(path, f"data/{key}", row)
+    _damage(chunk, how)
+    before = tree_digest(path)
+    store = EpisodeStore.open(path)
+    name = chunk.relative_to(path).as_posix()
+    pattern = rf"^{re.escape(str(path))}: key 'data/{key}': chunk {name} \({held}\) is corrupt \(.+\)"
+    reads = [lambda: store.get_episode(1), store.load, lambda: store.load([key])]
+    if key == "obs":  # the chunk also holds episode 0's last step; summary reads low-dim keys only
+        reads += [lambda: store.get_episode(0, ["obs"]), store.summary]
+    for read in reads:
+        with pytest.raises(StoreError, match=pattern):
+            read()
+    assert store.get_episode(2)[key].shape[0] == 3  # other chunks still read
+    assert tree_digest(path) == before
+
+
+def test_a_truncated_tiny_blosc_chunk_is_caught_by_its_header(tmp_path):
+    # Blosc stores chunks this small verbatim and would decode the truncated one from past its end.
+    path = _chunked_store(tmp_path / "s.zarr")
+    chunk = _chunk_file(path, "data/obs", 0)
+    chunk.write_bytes(chunk.read_bytes()[:-1])
+    with pytest.raises(StoreError, match=r"chunk data/obs/0\.0 \(steps 0-3, episode 0\).*Blosc header says \d+ bytes"):
+        EpisodeStore.open(path).get_episode(0)
+
+
+def test_corrupt_metadata_arrays_and_files_are_named(tmp_path):
+    path = _chunked_store(tmp_path / "s.zarr")
+    _damage(_chunk_file(path, "meta/seed", 0), "random")
+    store = EpisodeStore.open(path)
+    with pytest.raises(StoreError, match=r"key 'meta/seed': chunk meta/seed/0 \(episodes 0-2\) is corrupt"):
+        store.episode_meta("seed")
+    _damage(_chunk_file(path, "meta/episode_ends", 0), "truncated")
+    with pytest.raises(StoreError, match=r"key 'meta/episode_ends': chunk meta/episode_ends/0 \(entries 0-2\)"):
+        EpisodeStore.open(path)
+    path = _chunked_store(tmp_path / "t.zarr")
+    _damage(path / "data" / "obs" / ".zarray", "random")
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(path))}: metadata file data/obs/\.zarray is corrupt"):
+        EpisodeStore.open(path)
+
+
+def test_a_corrupt_chunk_in_a_zip_store_is_named(tmp_path):
+    import zipfile
+
+    path = _chunked_store(tmp_path / "s.zarr")
+    zpath = tmp_path / "s.zarr.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                name = f.relative_to(path).as_posix()
+                z.writestr(name, f.read_bytes()[:10] if name == "data/obs/2.0" else f.read_bytes())
+    before = hashlib.sha256(zpath.read_bytes()).hexdigest()
+    store = EpisodeStore.open(zpath)
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(zpath))}: key 'data/obs': chunk data/obs/2\.0 \(steps 8-11, episode 1\)"):
+        store.load()
+    n_chunks, bad = store.check()
+    assert [(b.key, b.chunk, b.start, b.stop, b.episodes) for b in bad] == [("data/obs", "data/obs/2.0", 8, 12, (1, 1))]
+    store.close()
+    assert hashlib.sha256(zpath.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_check_lists_every_bad_chunk(tmp_path, fmt):
+    path = _chunked_store(tmp_path / "s.zarr", fmt)
+    n_clean, none = EpisodeStore.open(path).check()
+    # 17 image frames, 5 obs chunks, one chunk each of meta/episode_ends and meta/seed
+    assert (n_clean, none) == (17 + 5 + 2, [])
+    for key, row, how in [("data/obs", 4, "truncated"), ("data/obs", 16, "random"), ("data/img", 0, "random"),
+                          ("data/img", 13, "truncated"), ("meta/seed", 0, "truncated")]:
+        _damage(_chunk_file(path, key, row), how)
+    before = tree_digest(path)
+    n_chunks, bad = EpisodeStore.open(path).check(block_bytes=1)
+    assert n_chunks == n_clean
+    assert [(b.key, b.start, b.stop, b.episodes) for b in bad] == [
+        ("data/img", 0, 1, (0, 0)), ("data/img", 13, 14, (1, 1)),
+        ("data/obs", 4, 8, (0, 1)), ("data/obs", 16, 17, (2, 2)), ("meta/seed", 0, 3, None)]
+    assert all(b.chunk == _chunk_file(path, b.key, b.start).relative_to(path).as_posix() for b in bad)
+    assert bad[2].where() == f"chunk {bad[2].chunk} (steps 4-7, episodes 0-1)"
+    assert EpisodeStore.open(path).check()[1] == bad  # whole blocks give the same list
+    assert tree_digest(path) == before
+
+
+def test_summary_counts_nonfinite_values_and_names_their_episodes(tmp_path, episode_factory):
+    path = tmp_path / "s.zarr"
+    store = EpisodeStore.create(path)
+    for e in range(4):
+        ep = episode_factory(5, offset=e)
+        if e == 1:
+            ep["obs"][2, 0] = np.nan
+        if e == 3:
+            ep["obs"][4, 1] = np.inf
+            ep["action"][:, 1] = -np.inf
+        store.add_episode({**ep, "count": np.arange(5, dtype=np.int32)})
+    keys = EpisodeStore.open(path).summary()["keys"]
+    assert keys["obs"]["nonfinite"] == {"count": 2, "nan": 1, "inf": 1, "episodes": [1, 3]}
+    assert keys["action"]["nonfinite"] == {"count": 5, "nan": 0, "inf": 5, "episodes": [3]}
+    assert keys["obs"]["min"] == [0, 0, 0] and keys["obs"]["max"] == [7, 6, 7]  # of the finite values (7 is Inf)
+    assert keys["action"]["min"] == [0, 0] and keys["action"]["max"] == pytest.approx([3.4, 2.4])
+    assert "nonfinite" not in keys["count"] and keys["count"]["max"] == 4
+    clean = tmp_path / "clean.zarr"
+    EpisodeStore.create(clean).add_episode(episode_factory(3))
+    assert EpisodeStore.open(clean).summary()["keys"]["obs"]["nonfinite"] == {"count": 0, "nan": 0, "inf": 0,
+                                                                              "episodes": []}

@@ -33,12 +33,23 @@ any point:
   fill value (-1 in stores we create) and is ignored likewise.
 
 Opening never writes: a store that fails validation is left exactly as it was.
+
+Corrupt chunks. Every read decodes through :meth:`EpisodeStore._read`, which turns a chunk that does
+not decode (or a Blosc chunk whose header disagrees with its file size: a truncated chunk that Blosc
+stored uncompressed would otherwise decode to garbage without an error) into a :class:`StoreError`
+naming the store, the key, the chunk file and the steps and episodes it holds.
+:meth:`EpisodeStore.check` decodes every chunk and lists all bad ones (``robolearn inspect --check``).
+A chunk file that is absent is not an error: zarr reads it as the fill value and does not write
+chunks that hold only the fill value.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -72,6 +83,44 @@ class KeyInfo:
     def is_image(self) -> bool:
         """``uint8 (H, W, C)`` with ``C`` in 1, 3, 4: stored one frame per chunk with an image codec."""
         return is_image_key(self.shape, self.dtype)
+
+
+@dataclass(frozen=True)
+class BadChunk:
+    """One chunk file of a store that cannot be decoded.
+
+    Attributes:
+        key: array of the chunk, ``"data/<key>"`` or ``"meta/<name>"``.
+        chunk: the chunk file, relative to the store (the member name in a ``.zarr.zip``), e.g.
+            ``"data/obs/1.0"`` (format 2) or ``"data/obs/c/1/0"`` (format 3).
+        start, stop: rows ``[start, stop)`` along axis 0 that the chunk holds (steps for ``data/``
+            keys, episodes for ``meta/`` keys), cut to the committed rows.
+        episodes: ``(first, last)`` committed episodes (inclusive) whose steps the chunk holds, or
+            ``None`` where unknown.
+        reason: why it does not decode (the codec's error, or the Blosc header's size mismatch).
+    """
+
+    key: str
+    chunk: str
+    start: int
+    stop: int
+    episodes: tuple[int, int] | None
+    reason: str
+
+    def where(self) -> str:
+        """``"chunk data/obs/1.0 (steps 4-7, episodes 0-1)"``: the chunk file and what it holds."""
+        def span(one: str, many: str, first: int, last: int) -> str:
+            return f"{one} {first}" if first == last else f"{many} {first}-{last}"
+
+        if self.key.startswith("data/"):
+            held = span("step", "steps", self.start, self.stop - 1)
+            if self.episodes is not None:
+                held += ", " + span("episode", "episodes", *self.episodes)
+        elif self.key == "meta/episode_ends":
+            held = span("entry", "entries", self.start, self.stop - 1)
+        else:
+            held = span("episode", "episodes", self.start, self.stop - 1)
+        return f"chunk {self.chunk} ({held})"
 
 
 def is_image_key(shape, dtype) -> bool:
@@ -172,8 +221,16 @@ class EpisodeStore:
         self._buffer_len = 0
         self._flushed_in_episode = 0  # rows of the open episode already on disk
         self._arrays: dict | None = None  # cached handles of data/<key>; reset by define_key
-        self._ends = self._read_committed_ends()
-        self._validate()
+        self._zip: zipfile.ZipFile | None = None  # raw chunk headers of a .zarr.zip, opened on first use
+        try:
+            self._ends = self._read_committed_ends()
+            self._validate()
+        except StoreError:
+            raise
+        except Exception as exc:  # zarr fails on unreadable metadata with JSON, key and type errors
+            bad = self._unparsable_metadata()
+            raise StoreError(f"{self.path}: {'metadata file ' + bad if bad else 'metadata'} is corrupt "
+                             f"({_describe(exc)}); restore it from a copy") from exc
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -274,12 +331,33 @@ class EpisodeStore:
                 f"{self.path}: key 'meta/episode_ends' must be a 1-D integer array, "
                 f"got shape {arr.shape} dtype {arr.dtype}"
             )
-        ends = np.asarray(arr[:], dtype=np.int64)
+        ends = self._read("meta/episode_ends", arr, 0, arr.shape[0]).astype(np.int64)
         # A torn commit leaves trailing fill values (-1) behind: not committed, ignore them.
         n = len(ends)
         while n > 0 and ends[n - 1] == _TORN_FILL:
             n -= 1
         return ends[:n]
+
+    def _unparsable_metadata(self) -> str | None:
+        """The first zarr metadata file (``.zarray``, ``.zattrs``, ``.zgroup``, ``zarr.json``) of the
+        root, its groups or their arrays that is not valid JSON, relative to the store; or ``None``."""
+        import json
+
+        names = (".zgroup", ".zattrs", ".zarray", "zarr.json")
+        if _is_zip(self.path):
+            with zipfile.ZipFile(self.path, "r") as z:
+                members = [m for m in z.namelist() if m.rsplit("/", 1)[-1] in names and m.count("/") <= 2]
+                read = z.read
+        else:
+            members = [f.relative_to(self.path).as_posix() for pattern in ("", "*/", "*/*/") for name in names
+                       for f in self.path.glob(pattern + name)]
+            read = (lambda m: (self.path / m).read_bytes())  # noqa: E731
+        for m in sorted(members):
+            try:
+                json.loads(read(m))
+            except ValueError:
+                return m
+        return None
 
     def _validate(self) -> None:
         data = self._group("data")
@@ -317,6 +395,118 @@ class EpisodeStore:
                 )
         if not list(data.array_keys()) and committed > 0:
             raise StoreError(f"{self.path}: 'meta/episode_ends' commits {committed} steps but 'data' has no arrays")
+
+    # ------------------------------------------------------------------ decoding chunks
+    def _read(self, name: str, arr, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of the array ``name`` (``"data/<key>"`` or ``"meta/<name>"``), decoded.
+
+        Raises:
+            StoreError: a chunk of the range is truncated or does not decode; the message names the
+                store, the key, the chunk file and the steps and episodes it holds.
+        """
+        if stop > start and _blosc_sized(arr):
+            for coords in _chunk_coords(arr, start, stop):
+                reason = self._header_problem(name, arr, coords)
+                if reason is not None:
+                    raise self._chunk_error(self._bad_chunk(name, arr, coords, reason))
+        try:
+            return np.asarray(arr[start:stop])
+        except MemoryError:
+            raise
+        except Exception as exc:  # each codec raises its own type (RuntimeError, WebpError, ValueError, ...)
+            bad = self._bad_chunks(name, arr, start, stop, limit=1)
+            if bad:
+                raise self._chunk_error(bad[0]) from exc
+            raise StoreError(f"{self.path}: key '{name}': rows {start}-{stop - 1} do not decode "
+                             f"({_describe(exc)})") from exc
+
+    def _chunk_error(self, bad: BadChunk) -> StoreError:
+        return StoreError(f"{self.path}: key '{bad.key}': {bad.where()} is corrupt ({bad.reason}); "
+                          "restore the file from a copy or re-record those episodes")
+
+    def _bad_chunks(self, name: str, arr, start: int, stop: int, limit: int | None = None) -> list[BadChunk]:
+        """The chunks holding rows ``[start, stop)`` of ``arr`` that are truncated or do not decode
+        (each decoded alone), at most ``limit`` of them."""
+        bad: list[BadChunk] = []
+        sized = _blosc_sized(arr)
+        for coords in _chunk_coords(arr, start, stop):
+            reason = self._header_problem(name, arr, coords) if sized else None
+            if reason is None:
+                try:
+                    arr[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, arr.chunks))]
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    reason = _describe(exc)
+            if reason is not None:
+                bad.append(self._bad_chunk(name, arr, coords, reason))
+                if limit is not None and len(bad) >= limit:
+                    break
+        return bad
+
+    def _bad_chunk(self, name: str, arr, coords: tuple[int, ...], reason: str) -> BadChunk:
+        rows = arr.chunks[0]
+        start, stop = coords[0] * rows, min((coords[0] + 1) * rows, arr.shape[0])
+        episodes = None
+        ends = getattr(self, "_ends", None)  # None while episode_ends itself is read
+        if name.startswith("data/") and ends is not None and len(ends) and start < ends[-1]:
+            first, last = np.searchsorted(ends, [start, stop - 1], side="right")
+            episodes = (int(first), int(min(last, len(ends) - 1)))
+        return BadChunk(name, f"{name}/{arr.metadata.encode_chunk_key(coords)}", start, stop, episodes, reason)
+
+    def _header_problem(self, name: str, arr, coords: tuple[int, ...]) -> str | None:
+        """Why the Blosc chunk at ``coords`` cannot be whole (see :func:`_blosc_problem`), or ``None``
+        (also for an absent chunk, which reads as the fill value)."""
+        head = self._chunk_head(f"{name}/{arr.metadata.encode_chunk_key(coords)}")
+        if head is None:
+            return None
+        return _blosc_problem(*head, int(np.prod(arr.chunks)) * arr.dtype.itemsize)
+
+    def _chunk_head(self, key: str) -> tuple[int, bytes] | None:
+        """``(size in bytes, first 16 bytes)`` of the chunk file ``key`` (relative to the store), or
+        ``None`` when it does not exist. Opens files read-only."""
+        if _is_zip(self.path):
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self.path, "r")
+            try:
+                info = self._zip.getinfo(key)
+            except KeyError:
+                return None
+            with self._zip.open(info) as f:
+                return info.file_size, f.read(_BLOSC_HEADER.size)
+        try:
+            with open(self.path / key, "rb") as f:
+                return os.fstat(f.fileno()).st_size, f.read(_BLOSC_HEADER.size)
+        except FileNotFoundError:
+            return None
+
+    def check(self, block_bytes: int = 64 << 20) -> tuple[int, list[BadChunk]]:
+        """Decode every chunk that holds committed rows, of every ``data/`` and ``meta/`` array.
+
+        Args:
+            block_bytes: decoded bytes read at a time (chunks of a block are retried one by one
+                when the block fails).
+
+        Returns:
+            ``(number of chunks checked, every bad chunk)``, in key order. Absent chunk files (read
+            as the fill value) count as checked and good.
+        """
+        meta = self._group("meta")
+        arrays = [(f"data/{k}", a, self.n_steps) for k, a in self._data_arrays().items()]
+        arrays += [(f"meta/{k}", a, self.n_episodes) for k, a in sorted(meta.arrays())]
+        n_chunks, bad = 0, []
+        for name, arr, n in arrays:
+            rows = arr.chunks[0]
+            row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
+            block = rows * max(1, block_bytes // (rows * row_bytes))
+            for s in range(0, n, block):
+                e = min(n, s + block)
+                n_chunks += sum(1 for _ in _chunk_coords(arr, s, e))
+                try:
+                    self._read(name, arr, s, e)
+                except StoreError:
+                    bad.extend(self._bad_chunks(name, arr, s, e))
+        return n_chunks, bad
 
     # ------------------------------------------------------------------ reading
     @property
@@ -392,6 +582,7 @@ class EpisodeStore:
 
         Raises:
             IndexError: no such episode.
+            StoreError: no such key, or a chunk does not decode (named with its steps and episodes).
         """
         n = self.n_episodes
         if not -n <= index < n:
@@ -399,23 +590,27 @@ class EpisodeStore:
         index %= n
         start = 0 if index == 0 else int(self._ends[index - 1])
         end = int(self._ends[index])
-        return {k: np.asarray(self._array(k)[start:end]) for k in (keys or self.keys)}
+        return {k: self._read(f"data/{k}", self._array(k), start, end) for k in (keys or self.keys)}
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Every committed step of the given keys, in memory: ``{key: (n_steps, *shape)}``."""
+        """Every committed step of the given keys, in memory: ``{key: (n_steps, *shape)}``.
+
+        Raises:
+            StoreError: no such key, or a chunk does not decode (named with its steps and episodes).
+        """
         n = self.n_steps
-        return {k: np.asarray(self._array(k)[:n]) for k in (keys or self.keys)}
+        return {k: self._read(f"data/{k}", self._array(k), 0, n) for k in (keys or self.keys)}
 
     def episode_meta(self, name: str) -> np.ndarray:
         """Per-episode metadata ``meta/<name>``: ``(n_episodes,)``.
 
         Raises:
-            StoreError: no such metadata.
+            StoreError: no such metadata, or a chunk of it does not decode.
         """
         meta = self._group("meta")
         if name not in meta or name == "episode_ends":
             raise StoreError(f"{self.path}: missing key 'meta/{name}'")
-        return np.asarray(meta[name][: self.n_episodes])
+        return self._read(f"meta/{name}", meta[name], 0, self.n_episodes)
 
     @property
     def meta_keys(self) -> list[str]:
@@ -623,10 +818,48 @@ class EpisodeStore:
         """Drop buffered steps of an uncommitted episode; committed episodes are already on disk."""
         self._buffer = {}
         self._buffer_len = 0
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def _key_stats(self, key: str, n: int) -> dict[str, Any]:
+        """``min``, ``max`` (of the finite values) and, for float keys, ``nonfinite`` of the first
+        ``n`` steps of ``data/<key>``, read one chunk at a time."""
+        arr = self._array(key)
+        is_float = arr.dtype.kind == "f"
+        lo = hi = None
+        nan = inf = 0
+        episodes: set[int] = set()
+        step = max(1, arr.chunks[0])
+        for s in range(0, n, step):
+            block = self._read(f"data/{key}", arr, s, min(n, s + step))
+            finite = np.isfinite(block) if is_float else None
+            if finite is None or finite.all():
+                bmin, bmax = block.min(axis=0), block.max(axis=0)
+            else:
+                nan += int(np.isnan(block).sum())
+                inf += int(np.isinf(block).sum())
+                rows = s + np.flatnonzero(~finite.reshape(len(block), -1).all(axis=1))
+                episodes.update(np.searchsorted(self._ends, rows, side="right").tolist())
+                bmin = np.where(finite, block, np.inf).min(axis=0)
+                bmax = np.where(finite, block, -np.inf).max(axis=0)
+            lo = bmin if lo is None else np.minimum(lo, bmin)
+            hi = bmax if hi is None else np.maximum(hi, bmax)
+        out: dict[str, Any] = {"min": _finite_list(lo), "max": _finite_list(hi)}
+        if is_float:
+            out["nonfinite"] = {"count": nan + inf, "nan": nan, "inf": inf, "episodes": sorted(episodes)}
+        return out
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description: ``n_episodes``, ``n_steps``, ``fps``, and per key shape, dtype,
-        units, min and max (over committed steps)."""
+        units, min and max (over committed steps; of the finite values, ``None`` where there are
+        none). Float keys also get ``nonfinite``: ``{"count", "nan", "inf", "episodes"}``, the NaN and
+        Inf values and the sorted episodes holding them (training refuses such a store). Image keys
+        (uint8) get their ``codec`` and are not read.
+
+        Raises:
+            StoreError: a chunk does not decode (named with its steps and episodes).
+        """
         keys = {}
         n = self.n_steps
         for k in self.keys:
@@ -635,16 +868,7 @@ class EpisodeStore:
             if info.is_image:
                 entry["codec"] = info.codec
             elif n:
-                arr = self._array(k)
-                lo, hi = None, None
-                step = max(1, arr.chunks[0])
-                for s in range(0, n, step):
-                    block = np.asarray(arr[s:min(n, s + step)])
-                    bmin, bmax = block.min(axis=0), block.max(axis=0)
-                    lo = bmin if lo is None else np.minimum(lo, bmin)
-                    hi = bmax if hi is None else np.maximum(hi, bmax)
-                entry["min"] = np.round(lo.astype(np.float64), 6).tolist()
-                entry["max"] = np.round(hi.astype(np.float64), 6).tolist()
+                entry.update(self._key_stats(k, n))
             keys[k] = entry
         lengths = self.episode_lengths
         return {
@@ -673,3 +897,54 @@ def _compressor_kwargs(zarr_format: int, dtype) -> dict:
     from zarr.codecs import BloscCodec
 
     return {"compressors": BloscCodec(cname="zstd", clevel=3, shuffle="shuffle" if itemsize > 1 else "noshuffle")}
+
+
+#: Blosc 1 frame header: version, versionlz, flags, typesize, nbytes (decoded), blocksize, cbytes (frame).
+_BLOSC_HEADER = struct.Struct("<4B3I")
+
+
+def _blosc_sized(arr) -> bool:
+    """Whether every chunk file of ``arr`` is one Blosc frame of a whole chunk, so its header can be
+    checked against the file size (no filters, Blosc the only compressor)."""
+    from numcodecs import Blosc
+    from zarr.codecs import BloscCodec
+
+    compressors = arr.compressors
+    return not arr.filters and len(compressors) == 1 and isinstance(compressors[0], (Blosc, BloscCodec))
+
+
+def _blosc_problem(size: int, head: bytes, nbytes: int) -> str | None:
+    """Why a Blosc chunk file of ``size`` bytes starting with ``head`` is not a whole frame of
+    ``nbytes`` decoded bytes, or ``None``. Blosc stores small or incompressible chunks verbatim and
+    decodes a truncated one of those from past its end without an error, so decoding alone misses it."""
+    if size < _BLOSC_HEADER.size:
+        return f"{size} bytes, shorter than a Blosc header: truncated"
+    *_, decoded, _, frame = _BLOSC_HEADER.unpack(head)
+    if frame != size:
+        return f"Blosc header says {frame} bytes, the file has {size}: truncated or overwritten"
+    if decoded != nbytes:
+        return f"Blosc header says {decoded} bytes decoded, a chunk holds {nbytes}: overwritten"
+    return None
+
+
+def _chunk_coords(arr, start: int, stop: int) -> Iterable[tuple[int, ...]]:
+    """Grid coordinates of the chunks holding rows ``[start, stop)`` of ``arr`` (every chunk along
+    the other axes)."""
+    rows = arr.chunks[0]
+    ranges = [range(start // rows, -(-stop // rows))]
+    ranges += [range(-(-n // c)) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
+    return itertools.product(*ranges)
+
+
+def _finite_list(x: np.ndarray) -> list:
+    """``x`` rounded to 6 decimals as nested lists, with ``None`` for non-finite entries."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.asarray(np.round(x, 6), dtype=object)
+    out[~np.isfinite(x)] = None
+    return out.tolist()
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"`` of a codec's exception, on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
