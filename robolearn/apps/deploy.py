@@ -36,8 +36,9 @@ class CheckpointPolicy:
     ``obs = {key: (n_obs_steps, *shape)}`` in raw units. The chunk is the policy's
     ``predict_action_chunk``: every action the model predicts from the current step on
     (``horizon - n_obs_steps + 1``, not only ``n_action_steps``), so a late chunk still covers the
-    steps after its latency (ACT's temporal ensembling, a per-step query, is not applied). The model is run once on the
-    dataset's mean observation at load, so the first real call is not slower than the rest.
+    steps after its latency (ACT's temporal ensembling, a per-step query, is not applied). The model is run once at load on
+    an all-zero observation of the policy's shapes (a warm-up: its output is discarded), so the
+    first real call is not slower than the rest.
 
     Args:
         path: checkpoint or run directory.
@@ -87,7 +88,8 @@ class PolicyStack:
         rate_hz, policy_hz, ticks_per_slot, slot_s: loop rate, policy rate, periods per policy step.
 
     Raises:
-        ConfigError: unknown robot, a task without a known action convention, a robot that cannot
+        ConfigError: unknown robot or an invalid robot config (file and key named; checked before
+            the checkpoint is read), a task without a known action convention, a robot that cannot
             provide the policy's observations, or a loop rate that is not a multiple of the policy rate.
         CheckpointError: unreadable checkpoint.
     """
@@ -97,8 +99,8 @@ class PolicyStack:
                  num_inference_steps: int | None = None):
         from robolearn.train.checkpoint import read_checkpoint_config
 
+        self.rcfg = rcfg = load_robot_config(robot)  # first: a bad robot config is named before any other work
         self.cfg = cfg = read_checkpoint_config(checkpoint)
-        self.rcfg = rcfg = load_robot_config(robot)
         self.task = task = cfg.task.name
         images = [k for k in cfg.task.obs_keys if str(k).endswith("_image")]
         if images:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any, Mapping
+
+from robolearn.utils.imports import load_object
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,6 @@ TASKS: dict[str, TaskSpec] = {
     "pusht": TaskSpec("mujoco", "robolearn.envs.pusht:PushTExpert", 300),
 }
 TASK_TYPES = {name: spec.kind for name, spec in TASKS.items()}
-
-
-def _load(target: str):
-    module, name = target.split(":")
-    return getattr(import_module(module), name)
 
 
 def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
@@ -82,4 +78,4 @@ def make_expert(task_name: str, **kwargs):
     """
     if task_name not in TASKS:
         raise ValueError(f"no scripted expert for task {task_name!r} (known: {sorted(TASKS)})")
-    return _load(TASKS[task_name].expert)(**kwargs)
+    return load_object(TASKS[task_name].expert)(**kwargs)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any, Mapping
+
+from robolearn.utils.imports import load_object
 
 #: Policy name (``policy.name`` in the config, ``type`` in a checkpoint's ``policy.json``) ->
 #: ``"module:Class"``, imported on first use, so importing ``robolearn.policies`` loads no model code.
@@ -36,8 +37,7 @@ def policy_class(name: str) -> type:
     """
     if name not in POLICIES:
         raise ValueError(f"unknown policy type {name!r}; known: {sorted(POLICIES)}")
-    module, _, attr = POLICIES[name].partition(":")
-    return getattr(import_module(module), attr)
+    return load_object(POLICIES[name])
 
 
 def build_policy_from_kwargs(name: str, kwargs: Mapping[str, Any], stats=None):
