@@ -39,6 +39,48 @@ def open_record_store(path, robot, fps: float, append: bool, task: str | None,
         extra_keys=TELEOP_KEYS)
 
 
+def check_record_options(robot_name: str, fps: float = 20.0, seed_start: int = 0, max_steps: int = 10_000,
+                         duration_s: float | None = None, device_name: str | None = None) -> dict[str, Any]:
+    """Check ``robolearn record``'s options and read the robot config, before anything is opened.
+
+    Args:
+        robot_name: ``--robot``: ``hardware/<name>.yaml`` or a YAML path.
+        fps: ``--fps``: recording rate (Hz), > 0, dividing the robot's ``rate_hz``.
+        seed_start: ``--seed-start``: first scene seed, an integer >= 0.
+        max_steps: steps per episode at most, an integer >= 1.
+        duration_s: session length (s), > 0, or ``None``.
+        device_name: ``--device``: a key of :data:`robolearn.teleop.devices.DEVICES`, or ``None``
+            (not checked).
+
+    Returns:
+        The validated robot config (:func:`~robolearn.robots.config.load_robot_config`).
+
+    Raises:
+        ConfigError: one line naming the option (or the robot config's file and key) at fault.
+    """
+    import math
+
+    from robolearn.robots.config import load_robot_config
+    from robolearn.teleop.devices import DEVICES
+    from robolearn.utils.errors import ConfigError
+
+    if device_name is not None and device_name not in DEVICES:
+        raise ConfigError(f"--device: unknown teleop device {device_name!r}; known: {sorted(DEVICES)}")
+    for flag, value, unit in (("--fps", fps, "Hz"), ("duration_s", duration_s, "s")):
+        positive = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not positive and not (value is None and flag == "duration_s"):
+            raise ConfigError(f"{flag}: must be a finite number > 0 ({unit}), got {value!r}")
+    for flag, value, lo in (("--seed-start", seed_start, 0), ("max_steps", max_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ConfigError(f"{flag}: must be an integer >= {lo}, got {value!r}")
+    rcfg = load_robot_config(robot_name)
+    rate = float(rcfg["rate_hz"])
+    if abs(rate / fps - round(rate / fps)) > 1e-9 or round(rate / fps) < 1:
+        raise ConfigError(f"--fps: the recording rate {fps:g} Hz must divide the loop rate, {rcfg['_path']}: "
+                          f"rate_hz: {rate:g} Hz")
+    return rcfg
+
+
 def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False, seed_start: int = 0,
            max_steps: int = 10_000, realtime: bool = True, duration_s: float | None = None) -> dict[str, Any]:
     """``robolearn record``: teleoperate a robot and record episodes until ``quit``.
@@ -54,27 +96,24 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
         ``{"path", "committed", "discarded", "episodes" (in the store), "loop" (timing summary)}``.
 
     Raises:
-        ConfigError: unknown robot, or a loop rate that is not a multiple of ``fps``.
+        ConfigError: a bad option or robot config (:func:`check_record_options`), before the
+            robot is built or the store touched.
         StoreError: see :func:`open_record_store`.
     """
-    from robolearn.robots.config import load_robot_config, make_robot
+    from robolearn.robots.config import make_robot
     from robolearn.robots.loop import ControlLoop
     from robolearn.robots.safety import SafetyLayer
     from robolearn.robots.session import ControlSession
-    from robolearn.utils.errors import ConfigError
-
-    rcfg = load_robot_config(robot_name)
-    rate = float(rcfg["rate_hz"])
-    if abs(rate / fps - round(rate / fps)) > 1e-9:
-        raise ConfigError(f"loop rate {rate} Hz is not a multiple of the recording rate {fps} Hz")
     from robolearn.teleop.cameras import make_cameras
 
+    rcfg = check_record_options(robot_name, fps=fps, seed_start=seed_start, max_steps=max_steps, duration_s=duration_s)
+    rate = float(rcfg["rate_hz"])
     rb = make_robot(rcfg)
     rb.connect()
     store = None
     cameras = {}
     try:
-        cameras = make_cameras(rcfg.get("cameras"))
+        cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"])
         if isinstance(rb, SimulatedRobot):
             rb.reset(seed_start)
         store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras)
@@ -97,14 +136,18 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
 
 
 def record_with_device(robot_name: str, device_name: str, out, **kwargs) -> dict[str, Any]:
-    """``robolearn record``: open teleop device ``device_name`` (``keyboard``, ``spacemouse``,
-    ``gamepad``), :func:`record` with it, and close it whatever happens.
+    """``robolearn record``: check the options and the robot config (:func:`check_record_options`),
+    open teleop device ``device_name`` (``keyboard``, ``spacemouse``, ``gamepad``), :func:`record`
+    with it, and close it whatever happens.
 
     Raises:
-        ConfigError, StoreError: see :func:`record`; the device's own errors when it cannot open.
+        ConfigError, StoreError: see :func:`record` (a bad option or robot config is reported
+            before the device is opened); the device's own errors when it cannot open.
     """
     from robolearn.teleop.devices import make_device
 
+    check_record_options(robot_name, device_name=device_name,
+                         **{k: kwargs[k] for k in ("fps", "seed_start", "max_steps", "duration_s") if k in kwargs})
     device = make_device(device_name)
     try:
         return record(robot_name, device, out, **kwargs)

@@ -87,16 +87,23 @@ class OpenCVCamera:
         self._cap.release()
 
 
-def make_cameras(cfg: dict[str, Any] | None) -> dict[str, OpenCVCamera]:
-    """Cameras from a robot config's ``cameras`` section: ``{name: {source, width, height, fps}}``.
+def make_cameras(cfg: dict[str, Any] | None, where: str = "cameras") -> dict[str, OpenCVCamera]:
+    """Cameras from a robot config's ``cameras`` section: ``{name: {source, width, height, fps, loop}}``,
+    checked first (:func:`robolearn.robots.config.check_cameras`) so none opens when one is wrong.
+
+    Args:
+        cfg: the section (``None``: no cameras).
+        where: the file to name in messages.
 
     Raises:
+        ConfigError: an unknown key, a wrong type or a bad value (``cameras.<name>.<key>`` named).
         DeviceError: a camera cannot be opened (named).
     """
+    from robolearn.robots.config import check_cameras
+
     cams = {}
     try:
-        for name, c in (cfg or {}).items():
-            c = dict(c)
+        for name, c in check_cameras(cfg, where).items():
             cams[name] = OpenCVCamera(c.pop("source"), **c)
     except Exception:
         for cam in cams.values():

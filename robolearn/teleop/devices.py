@@ -267,14 +267,17 @@ class GamepadDevice:
         """Nothing to release."""
 
 
+#: Device name (``robolearn record --device``) -> device class.
+DEVICES: dict[str, type] = {"keyboard": KeyboardDevice, "spacemouse": SpaceMouseDevice, "gamepad": GamepadDevice}
+
+
 def make_device(name: str, **kwargs):
-    """``"keyboard"``, ``"spacemouse"`` or ``"gamepad"``.
+    """Open the device :data:`DEVICES` names: ``"keyboard"``, ``"spacemouse"`` or ``"gamepad"``.
 
     Raises:
-        ValueError: unknown device name.
+        ValueError: unknown device name (the known ones listed).
         DeviceError: the device or its library is missing.
     """
-    devices = {"keyboard": KeyboardDevice, "spacemouse": SpaceMouseDevice, "gamepad": GamepadDevice}
-    if name not in devices:
-        raise ValueError(f"unknown teleop device {name!r}; known: {sorted(devices)}")
-    return devices[name](**kwargs)
+    if name not in DEVICES:
+        raise ValueError(f"unknown teleop device {name!r}; known: {sorted(DEVICES)}")
+    return DEVICES[name](**kwargs)
