@@ -17,10 +17,13 @@ import sys
 
 
 def cmd_inspect(args) -> int:
-    """``robolearn inspect PATH [--json]``: summarize a store (text, or one JSON object)."""
+    """``robolearn inspect PATH [--check] [--json]``: summarize a store (text, or one JSON object);
+    with ``--check``, decode every chunk instead and list the bad ones (exit 1 when there are any)."""
     from robolearn.data.store import EpisodeStore
 
     store = EpisodeStore.open(args.path)
+    if args.check:
+        return _print_check(store, args.json)
     summary = store.summary()
     if args.json:
         print(json.dumps(summary))
@@ -34,20 +37,52 @@ def cmd_inspect(args) -> int:
         if summary["attrs"].get(k) is not None:
             print(f"  {k}: {summary['attrs'][k]}")
     print("  keys:")
+    nonfinite = {}
     for name, info in summary["keys"].items():
         rng = ""
         if "min" in info:
-            fmt = lambda xs: "[" + ", ".join(f"{x:.3g}" for x in xs[:8]) + (", ..." if len(xs) > 8 else "") + "]"  # noqa: E731
+            fmt = lambda xs: "[" + ", ".join("-" if x is None else f"{x:.3g}" for x in xs[:8]) + (", ..." if len(xs) > 8 else "") + "]"  # noqa: E731
             flat_min = _flatten(info["min"])
             flat_max = _flatten(info["max"])
             rng = f"  min {fmt(flat_min)}  max {fmt(flat_max)}"
         units = f" ({info['units']})" if info.get("units") else ""
         if info.get("codec"):
             units += f" image, codec {info['codec']}"
+        bad = info.get("nonfinite", {})
+        if bad.get("count"):
+            nonfinite[name] = bad
+            rng += f"  NON-FINITE: {bad['nan']} NaN, {bad['inf']} Inf in episodes {_first(bad['episodes'])}"
         print(f"    {name:24s} {str(tuple(info['shape'])):12s} {info['dtype']:8s}{units}{rng}")
     if summary["meta_keys"]:
         print(f"  per-episode meta: {', '.join(summary['meta_keys'])}")
+    if nonfinite:
+        print(f"  warning: NaN/Inf in {', '.join(nonfinite)} (min/max above are of the finite values); "
+              "training refuses this store")
     return 0
+
+
+def _print_check(store, as_json: bool) -> int:
+    """Print :meth:`EpisodeStore.check`: one line per bad chunk, or one JSON object; 1 if any is bad."""
+    import dataclasses
+
+    n_chunks, bad = store.check()
+    if as_json:
+        print(json.dumps({"path": str(store.path), "n_chunks": n_chunks,
+                          "bad_chunks": [dataclasses.asdict(b) for b in bad]}))
+    else:
+        for b in bad:
+            print(f"{b.key}: {b.where()}: {b.reason}")
+        if not bad:
+            print(f"{store.path}: all {n_chunks} chunks decode")
+    if bad:
+        print(f"robolearn: error: {store.path}: {len(bad)} of {n_chunks} chunks do not decode"
+              f"{'' if as_json else ' (listed above)'}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _first(xs: list, n: int = 10) -> str:
+    """``"[1, 2, 3, ...]"``: the first ``n`` items of a list and how many more."""
+    return "[" + ", ".join(map(str, xs[:n])) + (f", ... ({len(xs) - n} more)" if len(xs) > n else "") + "]"
 
 
 def _flatten(x):
@@ -230,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="summarize a Zarr episode store")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.add_argument("--check", action="store_true",
+                   help="decode every chunk and list the bad ones (key, chunk file, steps, episodes); exit 1 if any")
     i.set_defaults(fn=cmd_inspect)
     return p
 
