@@ -375,3 +375,18 @@ def test_summary_counts_nonfinite_values_and_names_their_episodes(tmp_path, epis
     EpisodeStore.create(clean).add_episode(episode_factory(3))
     assert EpisodeStore.open(clean).summary()["keys"]["obs"]["nonfinite"] == {"count": 0, "nan": 0, "inf": 0,
                                                                               "episodes": []}
+
+
+def test_appending_to_a_store_whose_last_chunk_is_corrupt_is_refused_before_any_write(tmp_path):
+    path = _chunked_store(tmp_path / "s.zarr")  # 17 steps: obs chunk 4 (step 16) is partly filled
+    _damage(_chunk_file(path, "data/obs", 16), "truncated")
+    before = tree_digest(path)
+    with pytest.raises(StoreError, match=r"key 'data/obs': chunk data/obs/4\.0 \(step 16, episode 2\) is corrupt"):
+        EpisodeStore.open(path, mode="a")
+    assert tree_digest(path) == before
+    # A bad chunk that an append does not rewrite leaves appending possible.
+    path = _chunked_store(tmp_path / "t.zarr")
+    _damage(_chunk_file(path, "data/obs", 0), "random")
+    EpisodeStore.open(path, mode="a").add_episode({"obs": np.zeros((2, 3), np.float32),
+                                                   "img": np.zeros((2, *IMG), np.uint8)})
+    assert EpisodeStore.open(path).get_episode(3)["obs"].shape == (2, 3)

@@ -305,14 +305,18 @@ class EpisodeStore:
             StoreError: the path is missing or not a zarr group, ``data``/``meta/episode_ends`` is
                 missing, an array has a non-numeric dtype, ``episode_ends`` is not strictly
                 increasing or points past the data, or arrays are shorter than the committed
-                steps. The store is not modified.
+                steps; with ``mode="a"`` also a corrupt last chunk (which an append rewrites). The
+                store is not modified.
         """
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
         # Opening a zarr group, even in r+ mode, writes nothing; __init__ validates before any write.
         group = _open_zarr_group(path, "r" if mode == "r" else "r+")
-        return cls(group, path, writable=mode == "a", flush_every=flush_every)
+        store = cls(group, path, writable=mode == "a", flush_every=flush_every)
+        if mode == "a":
+            store._check_tail_chunks()
+        return store
 
     # ------------------------------------------------------------------ validation
     def _group(self, name: str):
@@ -480,6 +484,23 @@ class EpisodeStore:
         except FileNotFoundError:
             return None
 
+    def _committed_arrays(self) -> list[tuple[str, Any, int]]:
+        """``(name, array, committed rows)`` of every ``data/`` and ``meta/`` array, in key order."""
+        arrays = [(f"data/{k}", a, self.n_steps) for k, a in self._data_arrays().items()]
+        return arrays + [(f"meta/{k}", a, self.n_episodes) for k, a in sorted(self._group("meta").arrays())]
+
+    def _check_tail_chunks(self) -> None:
+        """Decode the partly filled last chunk of every array, which the next append rewrites, so that
+        a corrupt one is refused before anything is written.
+
+        Raises:
+            StoreError: such a chunk does not decode (named with its steps and episodes).
+        """
+        for name, arr, n in self._committed_arrays():
+            start = n - n % arr.chunks[0]
+            if start < n:
+                self._read(name, arr, start, n)
+
     def check(self, block_bytes: int = 64 << 20) -> tuple[int, list[BadChunk]]:
         """Decode every chunk that holds committed rows, of every ``data/`` and ``meta/`` array.
 
@@ -491,11 +512,8 @@ class EpisodeStore:
             ``(number of chunks checked, every bad chunk)``, in key order. Absent chunk files (read
             as the fill value) count as checked and good.
         """
-        meta = self._group("meta")
-        arrays = [(f"data/{k}", a, self.n_steps) for k, a in self._data_arrays().items()]
-        arrays += [(f"meta/{k}", a, self.n_episodes) for k, a in sorted(meta.arrays())]
         n_chunks, bad = 0, []
-        for name, arr, n in arrays:
+        for name, arr, n in self._committed_arrays():
             rows = arr.chunks[0]
             row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
             block = rows * max(1, block_bytes // (rows * row_bytes))
