@@ -1,7 +1,10 @@
 """Experiment configs: composable YAML under ``configs/``, read with Hydra's compose API.
 
-``load_config(["task=lift", "train.steps=500"])`` returns an OmegaConf ``DictConfig`` in struct mode:
-reading or overriding a key that does not exist is an error.
+``load_config(["task=lift", "train.steps=500"])`` returns an OmegaConf ``DictConfig`` in struct mode,
+typed and checked by the schema of :mod:`robolearn.utils.config_schema`: reading or overriding a key
+that does not exist, adding one that no schema knows, a value of the wrong type or out of its range
+are errors (:class:`~robolearn.utils.errors.ConfigError`, one line naming the key, the value and what
+is allowed).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from robolearn.utils.config_schema import (check_config, describe, field_schema, is_schema, register_schemas, show,
+                                           unknown_key)
 from robolearn.utils.errors import ConfigError
 from robolearn.utils.paths import config_dir
 
@@ -20,30 +25,64 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> D
 
     Args:
         overrides: Hydra override strings: ``group=option`` picks a group file (``task=lift``),
-            ``a.b=value`` sets a value, ``+a.b=value`` adds a new key.
+            ``a.b=value`` sets a value. (``+a.b=value``, adding a key, is always refused: every key a
+            schema has is already there.)
 
     Returns:
-        The composed config, resolved, in struct mode.
+        The composed config, resolved, checked (:func:`robolearn.utils.config_schema.check_config`),
+        in struct mode.
 
     Raises:
-        ConfigError: an unknown key or group option, a malformed override, or an unresolvable
-            interpolation; the message names the override at fault.
+        ConfigError: an unknown key or group option, a key added with ``+`` that no schema has, a
+            malformed override, an unresolvable interpolation, a value of the wrong type or outside
+            its allowed range (the message names the key, the value and the allowed values; several
+            problems are joined with ``"; "`` on one line).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register_schemas()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             cfg = compose(config_name=config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except Exception as exc:  # Hydra raises several exception types; all mean "bad config input"
-        msg = str(exc).strip().splitlines()
-        raise ConfigError(" ".join(line.strip() for line in msg if line.strip()) or type(exc).__name__) from None
+        raise ConfigError(_schema_error_line(exc) or _one_line(exc)) from None
     finally:
         GlobalHydra.instance().clear()
+    problems = check_config(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
+
+
+def _schema_error_line(exc: BaseException) -> str | None:
+    """The line for what the schema refused while Hydra composed (the OmegaConf error behind Hydra's
+    exception names the key): ``"<key>=<value>: must be <allowed>"`` for a value of the wrong type,
+    ``"<key>: unknown key ..."`` for an override of a key the schema does not have; ``None`` for
+    any other error."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if not key:
+        return None
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        cls = getattr(cause, "object_type", None)
+        return unknown_key(key, cls) if is_schema(cls) else None
+    if not isinstance(cause, ValidationError):
+        return None
+    found = field_schema(key)
+    if found is None:
+        return None
+    return f"{key}={show(getattr(cause, 'value', None))}: must be {describe(*found)}"
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
@@ -52,7 +91,8 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 
 def config_from_yaml(path: str | Path) -> DictConfig:
-    """Read a YAML config written by :func:`save_config`.
+    """Read a YAML config written by :func:`save_config`, as saved: not checked against today's schema,
+    so the configs of checkpoints made by older versions (other keys, no ranges) keep loading.
 
     Raises:
         ConfigError: missing or unparsable file.
