@@ -1,4 +1,4 @@
-"""``robolearn <command>``: quickstart, collect, train, eval, deploy, record, replay, inspect.
+"""``robolearn <command>``: quickstart, collect, train, rl, eval, deploy, record, replay, inspect.
 
 Argument parsing and printing only: each command calls its job in :mod:`robolearn.apps`.
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 # ------------------------------------------------------------------ commands
@@ -112,6 +113,25 @@ def cmd_train(args) -> int:
     from robolearn.apps.train import train_from_overrides
 
     print(f"checkpoint: {train_from_overrides(args.overrides)}")
+    return 0
+
+
+def cmd_rl(args) -> int:
+    """``robolearn rl BASE [overrides]``: residual RL on a trained policy, then base vs base + residual."""
+    from robolearn.apps.rl import residual_rl
+
+    out = residual_rl(args.base, args.overrides, run_dir=args.out, final_eval=not args.no_eval)
+    print(f"checkpoint: {out['checkpoint']}")
+    comp = out["comparison"]
+    if comp:
+        for name, label in (("base", "base"), ("base_rl_steps", "base at RL's denoising steps"),
+                            ("residual", "base + residual")):
+            r = comp.get(name)
+            if r:
+                lo, hi = r["success_ci95"]
+                print(f"{label}: success rate {r['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] "
+                      f"({r['n_success']}/{r['n_episodes']}, seeds {r['seeds'][0]}-{r['seeds'][1]})")
+        print(f"comparison: {Path(out['run_dir']) / 'eval_comparison.json'}")
     return 0
 
 
@@ -218,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a policy (resumes a killed run with the same command)")
     t.add_argument("overrides", nargs="*", help="config overrides, e.g. data.path=demos.zarr train=long")
     t.set_defaults(fn=cmd_train)
+
+    rl = sub.add_parser("rl", help="refine a trained policy with residual RL (PPO); resumes a killed run")
+    rl.add_argument("base", help="base checkpoint or run directory (diffusion or ACT, state observations)")
+    rl.add_argument("overrides", nargs="*", help="RL settings (configs/rl/default.yaml), e.g. rl.n_envs=8 "
+                    "rl.total_env_steps=500000; rl=<name> picks another file")
+    rl.add_argument("--out", help="run directory (default: <base run>_rl)")
+    rl.add_argument("--no-eval", action="store_true", help="skip the final base vs base + residual evaluation")
+    rl.set_defaults(fn=cmd_rl)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on held-out seeded episodes")
     e.add_argument("checkpoint", help="checkpoint directory or run directory")

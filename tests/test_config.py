@@ -183,7 +183,8 @@ def test_policy_class_defaults_are_the_schema_defaults(name):
 def _documented_defaults():
     """``(file, schema, key, value)`` of every ``#   key: value`` line: the defaults a YAML file keeps,
     written out for its readers."""
-    files = [config_dir() / "config.yaml", *(config_dir() / g / f"{n}.yaml" for g, names in GROUPS.items() for n in names)]
+    files = [config_dir() / "config.yaml", *(config_dir() / g / f"{n}.yaml" for g, names in GROUPS.items() for n in names),
+             *sorted((config_dir() / "rl").glob("*.yaml"))]
     for path in files:
         text = path.read_text()
         first = str(yaml.safe_load(text)["defaults"][0]).lstrip("/").split("@")[0]

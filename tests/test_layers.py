@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "robolearn"
-STAGES = ["data", "policies", "train", "envs", "eval", "robots", "teleop", "utils"]
+STAGES = ["data", "policies", "train", "envs", "eval", "robots", "teleop", "rl", "utils"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -34,6 +34,16 @@ def test_the_hal_imports_no_training_and_data_no_policy():
     for stage, banned in (("robots", ("robolearn.train", "robolearn.policies")), ("data", ("robolearn.policies", "robolearn.train"))):
         for f in (PKG / stage).rglob("*.py"):
             assert not [m for m in _imports(f) if m.startswith(banned)], f
+
+
+def test_only_the_apps_layer_imports_rl():
+    """Residual RL is a stage on top: of the other stages, only eval's rollout reaches it, through the
+    policy registry (a string, not an import)."""
+    for stage in STAGES:
+        if stage == "rl":
+            continue
+        for f in (PKG / stage).rglob("*.py"):
+            assert not [m for m in _imports(f) if m.startswith("robolearn.rl")], f
 
 
 def test_cli_only_calls_the_apps_layer():

@@ -106,6 +106,10 @@ class PolicyStack:
         if images:
             raise ConfigError(f"the policy sees camera images {images}; deploying image policies needs cameras "
                               "on the robot, which the HAL does not feed to policies yet (state policies only)")
+        if "rl" in cfg:
+            raise ConfigError(f"{checkpoint}: a residual-RL policy acts on every step's observation, but the HAL's "
+                              "policy runner serves action chunks; deploy its base checkpoint instead (deploying "
+                              "residual policies is not supported yet)")
         if rcfg.get("task", task) != task:
             raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
                               f"was trained on {task!r}")

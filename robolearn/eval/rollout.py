@@ -30,6 +30,65 @@ def _make_env_fn(task_cfg: Mapping[str, Any], render_mode: str | None = None) ->
     return fn
 
 
+class ChunkActor:
+    """Actions for a set of environments from a chunked policy, executed open loop.
+
+    Each environment has a queue of actions; :meth:`act` queries the policy once, batched over
+    every active environment whose queue ran dry, and queues the first ``n_action_steps`` actions
+    of each chunk (Diffusion Policy's receding horizon). Used by evaluation and by residual RL's
+    frozen base.
+
+    Args:
+        policy: a :class:`~robolearn.policies.base.Policy` (eval mode).
+        n_envs: environments.
+        action_dim: the environments' action size.
+        obs_keys: the observation keys the policy sees.
+        device: torch device of the policy.
+        predict_kwargs: extra arguments of ``policy.predict_action`` (e.g. a diffusion ``generator``).
+    """
+
+    def __init__(self, policy, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu",
+                 **predict_kwargs: Any):
+        self.policy, self.n_envs, self.action_dim, self.keys = policy, n_envs, action_dim, list(obs_keys)
+        self.device, self.predict_kwargs = device, predict_kwargs
+        self.queue = [deque() for _ in range(n_envs)]
+        self.n_queries = 0  # policy forwards (batched), for throughput reports
+
+    def reset(self, i: int) -> None:
+        """Drop environment ``i``'s queued actions (a new episode starts there)."""
+        self.queue[i].clear()
+
+    def act(self, active: Sequence[bool], history: Sequence[Sequence[Mapping[str, np.ndarray]]]) -> np.ndarray:
+        """The next action of every environment, ``(n_envs, action_dim)`` float32 (zeros where inactive).
+
+        Args:
+            active: per environment, whether it runs an episode.
+            history: per environment, its last ``n_obs_steps`` observations (oldest first), each
+                ``{key: array}`` in raw units.
+        """
+        need = [i for i in range(self.n_envs) if active[i] and not self.queue[i]]
+        if need:
+            batch = {k: torch.from_numpy(np.stack([np.stack([h[k] for h in history[i]]) for i in need])).to(self.device)
+                     for k in self.keys}
+            chunk = self.policy.predict_action(batch, **self.predict_kwargs).cpu().numpy()
+            self.n_queries += 1
+            for j, i in enumerate(need):
+                self.queue[i].extend(chunk[j, : self.policy.n_action_steps])
+        actions = np.zeros((self.n_envs, self.action_dim), dtype=np.float32)
+        for i in range(self.n_envs):
+            if active[i]:
+                actions[i] = self.queue[i].popleft()
+        return actions
+
+
+def make_actor(policy, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu"):
+    """The actor that runs ``policy`` in :func:`rollout`: the policy's own (``policy.make_actor``, e.g.
+    a residual policy that acts every step) or a :class:`ChunkActor`."""
+    if hasattr(policy, "make_actor"):
+        return policy.make_actor(n_envs, action_dim, obs_keys, device)
+    return ChunkActor(policy, n_envs, action_dim, obs_keys, device)
+
+
 def rollout(
     policy,
     task_cfg: Mapping[str, Any],
@@ -96,13 +155,13 @@ def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_
     else:
         venv = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="forkserver")
     keys = list(task_cfg["obs_keys"])
-    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    To = policy.n_obs_steps
     act_dim = venv.single_action_space.shape[0]
+    actor = make_actor(policy, n_envs, act_dim, keys, device)
     results: dict[int, dict] = {}
     pending = deque(enumerate(seeds))
     slot: list[tuple[int, int] | None] = [None] * n_envs  # (episode index, seed) per env
     history = [deque(maxlen=To) for _ in range(n_envs)]
-    queue = [deque() for _ in range(n_envs)]
     length = np.zeros(n_envs, dtype=np.int64)
     ret = np.zeros(n_envs)
     success = np.zeros(n_envs, dtype=bool)
@@ -126,7 +185,7 @@ def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_
             history[i].clear()
             for _ in range(To):
                 history[i].append({k: obs[k][i] for k in keys})
-            queue[i].clear()
+            actor.reset(i)
             length[i], ret[i], success[i] = 0, 0.0, False
             best[i] = {}
         grab_frames(np.flatnonzero(mask))  # the first frame of the new episodes only
@@ -134,17 +193,7 @@ def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_
     start(np.arange(n_envs) < min(n_envs, len(pending)))
     try:
         while any(s is not None for s in slot):
-            need = [i for i in range(n_envs) if slot[i] is not None and not queue[i]]
-            if need:
-                batch = {k: torch.from_numpy(np.stack([np.stack([h[k] for h in history[i]]) for i in need])).to(device)
-                         for k in keys}
-                chunk = policy.predict_action(batch).cpu().numpy()
-                for j, i in enumerate(need):
-                    queue[i].extend(chunk[j, :Ta])
-            actions = np.zeros((n_envs, act_dim), dtype=np.float32)
-            for i in range(n_envs):
-                if slot[i] is not None:
-                    actions[i] = queue[i].popleft()
+            actions = actor.act([slot[i] is not None for i in range(n_envs)], history)
             obs, reward, terminated, truncated, info = venv.step(actions)
             grab_frames()
             done_mask = np.zeros(n_envs, dtype=bool)

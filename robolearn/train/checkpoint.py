@@ -220,6 +220,19 @@ def read_checkpoint_config(path: str | Path):
     return OmegaConf.load(_checkpoint_dir(path) / "config.yaml")
 
 
+def read_policy_type(path: str | Path) -> str:
+    """The registry name of a checkpoint's policy (``policy.json``'s ``type``).
+
+    Raises:
+        CheckpointError: not a checkpoint, or an unreadable ``policy.json``.
+    """
+    path = _checkpoint_dir(path)
+    try:
+        return str(json.loads((path / "policy.json").read_text())["type"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}/policy.json: {exc}") from None
+
+
 def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
     """Rebuild a policy from a checkpoint directory (or a run directory holding ``checkpoints/latest``).
 

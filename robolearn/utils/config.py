@@ -20,13 +20,17 @@ from robolearn.utils.errors import ConfigError
 from robolearn.utils.paths import config_dir
 
 
-def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+def load_config(overrides: Sequence[str] = (), config_name: str = "config", schema: type | None = None) -> DictConfig:
     """Compose ``configs/<config_name>.yaml`` with its defaults and command-line overrides.
 
     Args:
         overrides: Hydra override strings: ``group=option`` picks a group file (``task=lift``),
             ``a.b=value`` sets a value. (``+a.b=value``, adding a key, is always refused: every key a
             schema has is already there.)
+        config_name: the primary config, e.g. ``"rl/default"`` for a residual-RL config.
+        schema: the schema of the composed config (default: the experiment's,
+            :class:`~robolearn.utils.config_schema.ExperimentConfig`; ``rl/*``:
+            :class:`~robolearn.utils.config_schema.RLFileConfig`).
 
     Returns:
         The composed config, resolved, checked (:func:`robolearn.utils.config_schema.check_config`),
@@ -48,10 +52,10 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> D
             cfg = compose(config_name=config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except Exception as exc:  # Hydra raises several exception types; all mean "bad config input"
-        raise ConfigError(_schema_error_line(exc) or _one_line(exc)) from None
+        raise ConfigError(_schema_error_line(exc, schema) or _one_line(exc)) from None
     finally:
         GlobalHydra.instance().clear()
-    problems = check_config(cfg)
+    problems = check_config(cfg, schema)
     if problems:
         raise ConfigError("; ".join(problems))
     OmegaConf.set_struct(cfg, True)
@@ -63,7 +67,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
 
 
-def _schema_error_line(exc: BaseException) -> str | None:
+def _schema_error_line(exc: BaseException, schema: type | None = None) -> str | None:
     """The line for what the schema refused while Hydra composed (the OmegaConf error behind Hydra's
     exception names the key): ``"<key>=<value>: must be <allowed>"`` for a value of the wrong type,
     ``"<key>: unknown key ..."`` for an override of a key the schema does not have; ``None`` for
@@ -79,7 +83,7 @@ def _schema_error_line(exc: BaseException) -> str | None:
         return unknown_key(key, cls) if is_schema(cls) else None
     if not isinstance(cause, ValidationError):
         return None
-    found = field_schema(key)
+    found = field_schema(key, schema)
     if found is None:
         return None
     return f"{key}={show(getattr(cause, 'value', None))}: must be {describe(*found)}"

@@ -353,6 +353,63 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class ResidualConfig:
+    """The residual actor-critic of residual RL (ResiP, Ankile et al. 2024)."""
+
+    hidden: List[int] = setting([256, 256], nonempty=True, items=Bounds(ge=1))  # MLP layers of actor and critic (ReLU)
+    scale: float = setting(0.1, gt=0)                  # residual scale in the [-1, 1]-normalized action space
+    log_std_init: float = setting(-1.0, ge=-10, le=2)  # log std of the residual's Gaussian
+    learn_log_std: bool = False                        # ResiP keeps it fixed
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (ResiP's, Ankile et al. 2024; epochs and minibatches sized for 2 cores)."""
+
+    gamma: float = setting(0.999, gt=0, le=1)          # discount per control step
+    gae_lambda: float = setting(0.95, ge=0, le=1)
+    clip: float = setting(0.2, gt=0)                   # the ratio's clip range
+    target_kl: Optional[float] = setting(0.1, gt=0)    # stop an update's epochs past this approximate KL (null: never)
+    actor_lr: float = setting(3.0e-4, gt=0)
+    critic_lr: float = setting(5.0e-3, gt=0)
+    max_grad_norm: float = setting(1.0, gt=0)
+    update_epochs: int = _pos_int(4)                   # passes over each rollout
+    n_minibatches: int = _pos_int(4)                   # minibatches per pass
+    normalize_advantages: bool = True                  # per minibatch
+
+
+@dataclass
+class RLConfig:
+    """A residual-RL run (``configs/rl/*.yaml``, ``robolearn rl BASE rl.<key>=value``), sized for a 2-core CPU."""
+
+    n_envs: int = _pos_int(16)                         # parallel environments
+    vector_env: str = setting("sync", choices=("sync", "async"))  # sync: all in this process; async: one process per env
+    steps_per_rollout: int = _pos_int(200)             # steps per env per PPO iteration
+    total_env_steps: int = _pos_int(2000000)           # stop after this many env steps (all sessions)
+    max_wall_s: Optional[float] = setting(None, gt=0)  # or after this many seconds of RL wall time (all sessions)
+    base_inference_steps: Optional[int] = setting(4, ge=1)  # DDIM steps of a diffusion base while acting (null: the base's)
+    use_ema: bool = True                               # start from the base's EMA weights
+    num_threads: Optional[int] = setting(1, ge=1)      # torch threads (null: torch's default)
+    seed: int = setting(0, ge=0)                       # residual init and noise, base noise, minibatch order
+    seed_start: int = setting(10000000, ge=0)          # RL episode seeds: seed_start on (disjoint from demos and eval: checked)
+    eval_every: int = setting(10, ge=0)                # PPO iterations between validation evaluations (0: never)
+    eval_episodes: int = _pos_int(32)                  # validation episodes (deterministic residual)
+    eval_seed_start: int = setting(5000000, ge=0)      # validation seeds (disjoint from the others: checked)
+    final_eval_episodes: int = _pos_int(50)            # held-out episodes of the base vs base + residual comparison
+    ckpt_every: int = _pos_int(1)                      # PPO iterations between checkpoints
+    reward: str = setting("sparse", choices=("sparse",))  # sparse: the task's success reward, no shaping
+    residual: ResidualConfig = field(default_factory=ResidualConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+
+@dataclass
+class RLFileConfig:
+    """What composing ``configs/rl/<name>.yaml`` gives: its settings under ``rl``."""
+
+    rl: RLConfig = field(default_factory=RLConfig)
+
+
 #: ConfigStore entries: (group or None, name) -> schema.
 SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "experiment"): ExperimentConfig,
@@ -364,6 +421,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("schema/policy", "diffusion_image"): DiffusionImagePolicyConfig,
     ("schema/policy", "act"): ACTPolicyConfig,
     ("schema", "train"): TrainConfig,
+    ("schema", "rl"): RLConfig,
 }
 
 
@@ -468,8 +526,9 @@ def is_schema(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp.__module__ == __name__
 
 
-def check_config(cfg: DictConfig) -> list[str]:
-    """Every problem of a composed experiment config, one line each (empty: the config is valid).
+def check_config(cfg: DictConfig, schema: type | None = None) -> list[str]:
+    """Every problem of a composed experiment config (or of a config of another root ``schema``, e.g.
+    :class:`RLFileConfig`), one line each (empty: the config is valid).
 
     Checks each key against its schema (the dataclass its section was built from): keys the schema
     does not have (added with ``+``), missing values, values outside their :class:`Bounds`, then
@@ -504,7 +563,7 @@ def check_config(cfg: DictConfig) -> list[str]:
                     for k, v, allowed in fn(node, cfg):
                         problems.append(f"{path}{k}={show(v)}: must be {allowed}")
 
-    walk(cfg, ExperimentConfig, "")
+    walk(cfg, schema or ExperimentConfig, "")
     return problems
 
 
@@ -518,10 +577,11 @@ def unknown_key(key: str, cls: type) -> str:
     return f"{key}: unknown key (the {cls.__name__} schema has {', '.join(fields)}){hint}"
 
 
-def field_schema(key: str) -> tuple[Any, Bounds | None] | None:
-    """Type and bounds of the field at dotted ``key`` (list indices ``[i]`` name the item's field),
-    searched in every schema that section may have; ``None`` if no schema has it."""
-    tp: Any = ExperimentConfig
+def field_schema(key: str, root: type | None = None) -> tuple[Any, Bounds | None] | None:
+    """Type and bounds of the field at dotted ``key`` (list indices ``[i]`` name the item's field) of
+    schema ``root`` (default :class:`ExperimentConfig`), searched in every schema that section may
+    have; ``None`` if no schema has it."""
+    tp: Any = root or ExperimentConfig
     found = None
     for part in re.sub(r"\[\d+\]", "", key).split("."):
         if not is_schema(tp):

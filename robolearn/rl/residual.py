@@ -1,0 +1,215 @@
+"""The residual actor-critic and the combined base + residual policy (ResiP, Ankile et al. 2024, §IV).
+
+The residual sees the base policy's normalized observation (the current step) and the base
+action for this step, and outputs a Gaussian correction ``r`` in the action space normalized to
+``[-1, 1]`` by the environment's action bounds; the executed action is
+
+    action = base_action + scale * half_range * r,        half_range = (high - low) / 2
+
+(``scale`` 0.1 as in ResiP). The mean's last layer starts at zero, so at step 0 the deterministic
+combined action equals the base action bit for bit. A separate critic sees the same input.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from robolearn.policies.base import Policy
+
+
+def _mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(n_in, h), nn.ReLU()]
+        n_in = h
+    layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class ResidualActorCritic(nn.Module):
+    """Gaussian residual actor and value critic on the same input ``(B, in_dim)``.
+
+    Args:
+        in_dim: input size (flattened normalized observation + normalized base action).
+        action_dim: residual size ``A``.
+        hidden: hidden layer sizes of both MLPs (ResiP: 256, 256; ReLU).
+        log_std_init: initial log standard deviation of the residual (ResiP: -1.0, fixed).
+        learn_log_std: whether the log-std is a trained parameter.
+    """
+
+    def __init__(self, in_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256), log_std_init: float = -1.0,
+                 learn_log_std: bool = False):
+        super().__init__()
+        self.actor = _mlp(in_dim, hidden, action_dim)
+        self.critic = _mlp(in_dim, hidden, 1)
+        nn.init.zeros_(self.actor[-1].weight)
+        nn.init.zeros_(self.actor[-1].bias)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)), requires_grad=learn_log_std)
+
+    def distribution(self, x: torch.Tensor) -> torch.distributions.Normal:
+        """The residual's distribution for input ``x`` ``(B, in_dim)``: Normal of mean ``(B, A)``."""
+        mean = self.actor(x)
+        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """State value ``(B,)`` of input ``x`` ``(B, in_dim)``."""
+        return self.critic(x).squeeze(-1)
+
+
+class ResidualPolicy(Policy):
+    """A frozen chunked base policy plus a per-step residual; a policy type of its own (``residual``).
+
+    Its state dict holds the base's weights (normalizer included) and the residual's, so a combined
+    checkpoint is self-contained: it does not depend on the base run still existing.
+
+    Args:
+        base_type: the base's policy type (``"diffusion"``, ``"act"``).
+        base_kwargs: the base's constructor arguments (its ``get_config()``).
+        action_low, action_high: the environment's action bounds ``(A,)`` (raw units), which
+            define the residual's normalized action space.
+        hidden, log_std_init, learn_log_std: see :class:`ResidualActorCritic`.
+        scale: residual scale in the normalized action space (ResiP: 0.1).
+        base_inference_steps: denoising steps of a diffusion base while acting (ResiP: 4);
+            ``None`` keeps the base's.
+        stats: unused (the base's statistics come with its weights); accepted for the registry.
+
+    Raises:
+        ValueError: the base sees an image observation (residual RL takes state observations),
+            or action bounds of the wrong size.
+    """
+
+    per_step = True  # acts every step: needs the observation of each step (see make_actor)
+
+    def __init__(self, base_type: str, base_kwargs: Mapping[str, Any], action_low: Sequence[float],
+                 action_high: Sequence[float], hidden: Sequence[int] = (256, 256), log_std_init: float = -1.0,
+                 learn_log_std: bool = False, scale: float = 0.1, base_inference_steps: int | None = 4,
+                 stats=None):
+        super().__init__()
+        from robolearn.policies import build_policy_from_kwargs
+
+        self.base_type, self.base_kwargs = base_type, dict(base_kwargs)
+        self.base = build_policy_from_kwargs(base_type, self.base_kwargs)
+        images = [k for k, s in self.base.obs_shapes.items() if len(s) == 3]
+        if images:
+            raise ValueError(f"residual RL takes state observations only; the base policy sees image key(s) {images}")
+        self.base.requires_grad_(False)
+        self.base_inference_steps = base_inference_steps
+        if base_inference_steps is not None and hasattr(self.base, "num_inference_steps"):
+            self.base.num_inference_steps = int(base_inference_steps)
+        self.horizon, self.n_obs_steps = self.base.horizon, self.base.n_obs_steps
+        self.n_action_steps = self.base.n_action_steps
+        self.obs_shapes, self.action_dim = dict(self.base.obs_shapes), self.base.action_dim
+        low, high = np.asarray(action_low, np.float32), np.asarray(action_high, np.float32)
+        if low.shape != (self.action_dim,) or high.shape != (self.action_dim,) or not np.all(high > low):
+            raise ValueError(f"action bounds must be ({self.action_dim},) with high > low, got {low} and {high}")
+        self.register_buffer("action_mid", torch.from_numpy((high + low) / 2))
+        self.register_buffer("action_half", torch.from_numpy((high - low) / 2))
+        self.obs_keys = sorted(self.obs_shapes)
+        self.in_dim = sum(int(np.prod(self.obs_shapes[k])) for k in self.obs_keys) + self.action_dim
+        self.hidden, self.log_std_init, self.learn_log_std = tuple(hidden), log_std_init, learn_log_std
+        self.scale = float(scale)
+        self.residual = ResidualActorCritic(self.in_dim, self.action_dim, self.hidden, log_std_init, learn_log_std)
+
+    # ------------------------------------------------------------------ the residual's input and output
+
+    def residual_input(self, obs: Mapping[str, torch.Tensor], base_action: torch.Tensor) -> torch.Tensor:
+        """Residual input ``(B, in_dim)`` from the current observation ``{key: (B, *shape)}`` (raw) and
+        the base action ``(B, A)`` (raw): the base's normalized observation, then the base action in
+        the ``[-1, 1]``-normalized action space."""
+        norm = self.base.normalizer
+        parts = [norm.normalize(k, obs[k].float()).flatten(1) for k in self.obs_keys]
+        parts.append((base_action.float() - self.action_mid) / self.action_half)
+        return torch.cat(parts, dim=1)
+
+    def combine(self, base_action: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Executed action ``(B, A)`` (raw): ``base_action + scale * half_range * residual``."""
+        return base_action + self.scale * self.action_half * residual
+
+    # ------------------------------------------------------------------ Policy interface
+
+    def compute_loss(self, batch):
+        """Not trained by supervision: use ``robolearn rl`` (PPO).
+
+        Raises:
+            NotImplementedError: always.
+        """
+        raise NotImplementedError("a residual policy is trained with `robolearn rl`, not `robolearn train`")
+
+    def predict_action_chunk(self, obs, **kwargs):
+        """A residual acts every step on that step's observation, so it has no chunk to give.
+
+        Raises:
+            NotImplementedError: always; roll it out through :meth:`make_actor` (``robolearn eval``).
+        """
+        raise NotImplementedError("a residual policy acts every step on the current observation: it has no "
+                                  "action chunk (evaluate it with `robolearn eval`, which steps it per action)")
+
+    def reset(self) -> None:
+        """Clear the base's state between episodes."""
+        self.base.reset()
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, base included."""
+        return {"base_type": self.base_type, "base_kwargs": self.base_kwargs,
+                "action_low": (self.action_mid - self.action_half).tolist(),
+                "action_high": (self.action_mid + self.action_half).tolist(),
+                "hidden": list(self.hidden), "log_std_init": self.log_std_init, "learn_log_std": self.learn_log_std,
+                "scale": self.scale, "base_inference_steps": self.base_inference_steps}
+
+    def make_actor(self, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu",
+                   deterministic: bool = True, generator: torch.Generator | None = None):
+        """The per-step actor used by :func:`robolearn.eval.rollout.rollout`: the base's open-loop
+        chunks (one batched forward for all environments whose chunk ran out) plus the residual's
+        mean (``deterministic``) or a sample, every step."""
+        return ResidualActor(self, n_envs, action_dim, obs_keys, device, deterministic, generator)
+
+
+class ResidualActor:
+    """Acts with a :class:`ResidualPolicy` in ``n_envs`` environments (see :meth:`ResidualPolicy.make_actor`).
+
+    After each :meth:`act`, :attr:`last` holds the step's tensors: ``input`` ``(n_envs, in_dim)``,
+    ``residual`` and ``base`` ``(n_envs, A)``, ``log_prob`` ``(n_envs,)`` (rows of inactive
+    environments are zeros), which residual RL records.
+    """
+
+    def __init__(self, policy: ResidualPolicy, n_envs: int, action_dim: int, obs_keys: Sequence[str],
+                 device: str = "cpu", deterministic: bool = True, generator: torch.Generator | None = None):
+        from robolearn.eval.rollout import ChunkActor
+
+        kwargs = {"generator": generator} if generator is not None and policy.base_type == "diffusion" else {}
+        self.policy, self.n_envs, self.device = policy, n_envs, device
+        self.deterministic, self.generator = deterministic, generator
+        self.base = ChunkActor(policy.base, n_envs, action_dim, obs_keys, device, **kwargs)
+        self.last: dict[str, torch.Tensor] = {}
+
+    def reset(self, i: int) -> None:
+        """A new episode starts in environment ``i``."""
+        self.base.reset(i)
+
+    @torch.no_grad()
+    def act(self, active: Sequence[bool], history: Sequence[deque]) -> np.ndarray:
+        """Actions ``(n_envs, A)`` float32 (zeros where inactive); see :meth:`ChunkActor.act`."""
+        base = torch.from_numpy(self.base.act(active, history))
+        idx = [i for i in range(self.n_envs) if active[i]]
+        p = self.policy
+        out = base.clone()
+        x = torch.zeros(self.n_envs, p.in_dim)
+        res = torch.zeros_like(base)
+        logp = torch.zeros(self.n_envs)
+        if idx:
+            obs = {k: torch.from_numpy(np.stack([history[i][-1][k] for i in idx])) for k in p.obs_keys}
+            x_a = p.residual_input(obs, base[idx])
+            dist = p.residual.distribution(x_a)
+            if self.deterministic:
+                r = dist.mean
+            else:
+                r = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=self.generator)
+            x[idx], res[idx], logp[idx] = x_a, r, dist.log_prob(r).sum(-1)
+            out[idx] = p.combine(base[idx], r)
+        self.last = {"input": x, "residual": res, "base": base, "log_prob": logp}
+        return out.numpy().astype(np.float32)

@@ -1,0 +1,321 @@
+"""Residual RL: the combined policy starts at the base, GAE and PPO against hand-computed values, a
+residual that learns a sparse-reward toy task, exact resume, disjoint seed sets, clear errors."""
+
+import json
+import math
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from robolearn.policies.base import Policy
+from robolearn.policies.normalizer import Normalizer
+from robolearn.rl.ppo import PPOConfig, compute_gae, ppo_losses, ppo_update
+
+
+# ------------------------------------------------------------------ a toy task and a toy base
+
+class ToyReach(gym.Env):
+    """1-D reach: x starts near 0, moves by 0.05 * a per step (a clipped to [-1, 1]); reward 1 and
+    termination once x > 0.1; truncation after 16 steps."""
+
+    observation_space = gym.spaces.Dict({"pos": gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)})
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = float(self.np_random.uniform(-0.02, 0.02)), 0
+        return {"pos": np.array([self.x], np.float32)}, {"is_success": False}
+
+    def step(self, action):
+        self.x += 0.05 * float(np.clip(action[0], -1, 1))
+        self.t += 1
+        success = self.x > 0.1
+        return {"pos": np.array([self.x], np.float32)}, float(success), success, self.t >= 16, {"is_success": success}
+
+
+class ZeroBase(Policy):
+    """A chunked base that always outputs zeros (the residual must do all the work)."""
+
+    def __init__(self, horizon=4, n_obs_steps=1, n_action_steps=4, stats=None):
+        super().__init__()
+        self.horizon, self.n_obs_steps = horizon, n_obs_steps
+        self.n_action_steps = n_action_steps
+        self.obs_shapes, self.action_dim = {"pos": (1,)}, 1
+        stats = {"pos": {"min": np.array([-0.2]), "max": np.array([0.2])},
+                 "action": {"min": np.array([-1.0]), "max": np.array([1.0])}}
+        self.normalizer = Normalizer({"pos": (1,), "action": (1,)}, mode="minmax", stats=stats)
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+
+    def compute_loss(self, batch):
+        raise NotImplementedError
+
+    def predict_action_chunk(self, obs, **kwargs):
+        b = next(iter(obs.values())).shape[0]
+        return torch.zeros(b, self.chunk_length, 1) + 0 * self.bias
+
+    def get_config(self):
+        return {"horizon": self.horizon, "n_obs_steps": self.n_obs_steps, "n_action_steps": self.n_action_steps}
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    from robolearn import policies
+
+    monkeypatch.setattr(policies, "POLICIES", dict(policies.POLICIES))
+    policies.register_policy("toy_zero", f"{__name__}:ZeroBase")
+
+
+def toy_residual(**kw):
+    from robolearn.rl.residual import ResidualPolicy
+
+    args = dict(hidden=(32, 32), scale=1.0, log_std_init=-1.0, base_inference_steps=None)
+    args.update(kw)
+    return ResidualPolicy("toy_zero", {}, [-1.0], [1.0], **args).eval()
+
+
+def toy_venv(n):
+    return gym.vector.SyncVectorEnv([ToyReach for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+
+# ------------------------------------------------------------------ the combined policy
+
+def test_zero_initialized_residual_gives_the_base_action_bit_for_bit(tmp_path):
+    """A diffusion base in insertion's shapes: combined actions equal the base's exactly at step 0."""
+    from robolearn.eval.rollout import ChunkActor
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+    from robolearn.rl.residual import ResidualPolicy
+
+    torch.manual_seed(0)
+    shapes = {"robot0_eef_pos": (3,), "object": (10,)}
+    rng = np.random.default_rng(0)
+    stats = {k: {"min": -rng.random(s) - 0.1, "max": rng.random(s) + 0.1} for k, s in {**shapes, "action": (4,)}.items()}
+    base = DiffusionPolicy(obs_shapes=shapes, action_dim=4, horizon=8, n_obs_steps=2, n_action_steps=4,
+                           down_dims=(16, 32), n_groups=4, step_embed_dim=16, num_inference_steps=3, stats=stats).eval()
+    combined = ResidualPolicy("diffusion", base.get_config(), [-0.01] * 3 + [-1.0], [0.01] * 3 + [1.0],
+                              base_inference_steps=None).eval()
+    combined.base.load_state_dict(base.state_dict())
+    history = [[{k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()} for _ in range(2)]
+               for _ in range(3)]
+    active = [True, False, True]
+    a_base = ChunkActor(base, 3, 4, list(shapes), generator=torch.Generator().manual_seed(5)).act(active, history)
+    actor = combined.make_actor(3, 4, list(shapes), generator=torch.Generator().manual_seed(5))
+    a_comb = actor.act(active, history)
+    assert np.any(a_base != 0)
+    assert a_comb.tobytes() == a_base.tobytes()
+    assert torch.count_nonzero(actor.last["residual"]) == 0
+
+
+def test_image_base_is_refused_with_the_key_named():
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+    from robolearn.rl.residual import ResidualPolicy
+
+    kwargs = DiffusionPolicy(obs_shapes={"agentview_image": (84, 84, 3), "pos": (3,)}, action_dim=4, horizon=8,
+                             n_obs_steps=2, n_action_steps=4, down_dims=(16, 32), n_groups=4,
+                             step_embed_dim=16).get_config()
+    with pytest.raises(ValueError, match=r"state observations only.*agentview_image"):
+        ResidualPolicy("diffusion", kwargs, [-1] * 4, [1] * 4)
+
+
+# ------------------------------------------------------------------ GAE and PPO by hand
+
+def test_gae_against_a_hand_computed_example():
+    # one env, 4 steps: step 1 ends by termination (next value 0), step 3 is the rollout's last
+    # step mid-episode (bootstrap from V(s_4) = 0.5); gamma 0.9, lambda 0.5
+    r = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    v = torch.tensor([[0.2], [0.4], [0.1], [0.3]])
+    nv = torch.tensor([[0.4], [0.0], [0.3], [0.5]])
+    d = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    adv, ret = compute_gae(r, v, nv, d, gamma=0.9, lam=0.5)
+    d3 = 0.0 + 0.9 * 0.5 - 0.3
+    d2 = 0.0 + 0.9 * 0.3 - 0.1
+    d1 = 1.0 + 0.0 - 0.4
+    d0 = 0.0 + 0.9 * 0.4 - 0.2
+    expected = [d0 + 0.45 * d1, d1, d2 + 0.45 * d3, d3]  # no recursion across the termination at step 1
+    np.testing.assert_allclose(adv[:, 0].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(ret.numpy(), (adv + v).numpy())
+
+
+def test_ppo_losses_against_a_hand_computed_example():
+    old = torch.log(torch.tensor([0.5, 0.5, 0.5]))
+    new = torch.log(torch.tensor([0.8, 0.3, 0.55]))  # ratios 1.6, 0.6, 1.1
+    adv = torch.tensor([1.0, -2.0, 0.5])
+    out = ppo_losses(new, old, adv, torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 1.0]), clip=0.2)
+    # per sample: max(-A r, -A clip(r)): 1.6 -> -1.2; 0.6 (A<0) -> max(1.2, 1.6) = 1.6; 1.1 -> -0.55
+    assert float(out["policy_loss"]) == pytest.approx((-1.2 + 1.6 - 0.55) / 3, rel=1e-6)
+    assert float(out["value_loss"]) == pytest.approx(0.5 * (1 + 0 + 1) / 3, rel=1e-6)
+    kl = [(x - 1) - math.log(x) for x in (1.6, 0.6, 1.1)]
+    assert float(out["approx_kl"]) == pytest.approx(sum(kl) / 3, rel=1e-5)
+    assert float(out["clip_fraction"]) == pytest.approx(2 / 3)
+
+
+def test_target_kl_stops_the_epochs_early():
+    from robolearn.rl.residual import ResidualActorCritic
+
+    torch.manual_seed(0)
+    model = ResidualActorCritic(3, 2, hidden=(8,))
+    batch = {"input": torch.randn(64, 3), "residual": torch.randn(64, 2), "log_prob": torch.full((64,), -5.0),
+             "advantages": torch.randn(64), "returns": torch.randn(64)}
+    opts = [torch.optim.Adam(model.actor.parameters(), 1e-2), torch.optim.Adam(model.critic.parameters(), 1e-2)]
+    out = ppo_update(model, *opts, batch, PPOConfig(update_epochs=10, target_kl=0.01), torch.Generator().manual_seed(0))
+    assert out["epochs"] == 1  # old log-probs far from the current ones: KL above target after the first epoch
+    out = ppo_update(model, *opts, batch, PPOConfig(update_epochs=3, target_kl=None), torch.Generator().manual_seed(0))
+    assert out["epochs"] == 3
+
+
+# ------------------------------------------------------------------ learning and seeds
+
+def _success(policy, n_envs=8, seed0=0):
+    from robolearn.rl.collect import SeedCounter, collect_rollout
+
+    venv = toy_venv(n_envs)
+    ro = collect_rollout(policy, venv, ["pos"], 16, SeedCounter(seed0, seed0 + 10_000), torch.Generator().manual_seed(1))
+    venv.close()
+    return ro
+
+
+def test_residual_learns_a_sparse_reward_task(toy_registered):
+    """From a base that never succeeds, PPO on sparse reward makes the deterministic policy succeed."""
+    from robolearn.eval.rollout import rollout, summarize
+    from robolearn.rl.collect import SeedCounter, collect_rollout
+
+    torch.manual_seed(0)
+    policy = toy_residual()
+    task = {"name": "toy", "obs_keys": ["pos"]}
+    import robolearn.eval.rollout as ro_mod
+
+    def evaluate():
+        old = ro_mod._make_env_fn
+        ro_mod._make_env_fn = lambda cfg, render_mode=None: ToyReach
+        try:
+            return summarize(rollout(policy, task, range(500, 520), n_envs=1, progress=False))["success_rate"]
+        finally:
+            ro_mod._make_env_fn = old
+
+    assert evaluate() == 0.0
+    cfg = PPOConfig(actor_lr=3e-3, critic_lr=5e-3, update_epochs=4, n_minibatches=2, gamma=0.99)
+    actor_opt = torch.optim.Adam(policy.residual.actor.parameters(), lr=cfg.actor_lr)
+    critic_opt = torch.optim.Adam(policy.residual.critic.parameters(), lr=cfg.critic_lr)
+    gen, seeds, venv = torch.Generator().manual_seed(0), SeedCounter(0, 100_000), toy_venv(8)
+    first = None
+    for it in range(25):
+        ro = collect_rollout(policy, venv, ["pos"], 16, seeds, gen)
+        first = first if first is not None else np.mean([e["success"] for e in ro.episodes])
+        adv, ret = compute_gae(ro.rewards, ro.values, ro.next_values, ro.dones, cfg.gamma, cfg.gae_lambda)
+        ppo_update(policy.residual, actor_opt, critic_opt,
+                   {"input": ro.input.flatten(0, 1), "residual": ro.residual.flatten(0, 1),
+                    "log_prob": ro.log_prob.flatten(0, 1), "advantages": adv.flatten(), "returns": ret.flatten()},
+                   cfg, gen)
+    venv.close()
+    assert first < 0.5
+    assert evaluate() == 1.0
+
+
+def test_seed_counter_and_seed_sets_are_disjoint():
+    from robolearn.rl.collect import SeedCounter
+    from robolearn.rl.trainer import check_seed_sets
+    from robolearn.utils.errors import ConfigError
+
+    with pytest.raises(ValueError, match=r"overlaps reserved seeds.*100005"):
+        SeedCounter(100000, 100010, exclude={100005})
+    c = SeedCounter(7, 9)
+    assert [c.take(), c.take()] == [7, 8]
+    with pytest.raises(ValueError, match="used up"):
+        c.take()
+    cfg = OmegaConf.create({"data": {"path": "/nonexistent.zarr"}, "eval": {"seed_start": 100000},
+                            "rl": {"seed_start": 10_000_000, "final_eval_episodes": 50, "eval_seed_start": 5_000_000,
+                                   "eval_episodes": 32}})
+    check_seed_sets(cfg)  # the defaults are disjoint
+    cfg.rl.seed_start = 100020
+    with pytest.raises(ConfigError, match=r"rl.seed_start=100020.*held-out evaluation.*100020"):
+        check_seed_sets(cfg)
+    cfg.rl.seed_start, cfg.rl.eval_seed_start = 10_000_000, 100040
+    with pytest.raises(ConfigError, match=r"held-out evaluation and RL validation seeds meet.*100040"):
+        check_seed_sets(cfg)
+
+
+# ------------------------------------------------------------------ the run: resume, eval, errors
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A tiny diffusion policy trained for 10 steps on 2 insertion demos."""
+    from robolearn.apps.collect import collect_demos
+    from robolearn.train.trainer import train
+    from robolearn.utils.config import load_config
+
+    tmp = tmp_path_factory.mktemp("rlbase")
+    store = tmp / "demos.zarr"
+    cfg = load_config(["task=insertion", f"data.path={store}"])
+    collect_demos(cfg.task, store, 2, progress=False)
+    cfg = load_config(["task=insertion", f"data.path={store}", f"run_dir={tmp / 'base'}", "train.steps=10",
+                       "train.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "train.warmup_steps=2",
+                       "data.val_ratio=0.5", "policy.down_dims=[16,32]", "policy.horizon=8", "policy.n_action_steps=4",
+                       "policy.n_groups=4", "policy.step_embed_dim=16", "eval.n_envs=1"])
+    train(cfg, progress=False)
+    return tmp / "base"
+
+
+RL_TINY = ["rl.n_envs=2", "rl.steps_per_rollout=12", "rl.eval_every=0", "rl.residual.hidden=[16,16]", "rl.final_eval_episodes=2",
+           "rl.ppo.update_epochs=2", "rl.ppo.n_minibatches=2"]
+
+
+def test_resume_repeats_the_next_update_exactly(tiny_base, tmp_path):
+    from robolearn.apps.rl import residual_rl
+    from safetensors.torch import load_file
+
+    straight = residual_rl(tiny_base, [*RL_TINY, "rl.total_env_steps=48"], run_dir=tmp_path / "a", progress=False,
+                           final_eval=False)
+    residual_rl(tiny_base, [*RL_TINY, "rl.total_env_steps=24"], run_dir=tmp_path / "b", progress=False, final_eval=False)
+    resumed = residual_rl(tiny_base, [*RL_TINY, "rl.total_env_steps=48"], run_dir=tmp_path / "b", progress=False,
+                          final_eval=False)
+    wa = load_file(f"{straight['checkpoint']}/model.safetensors")
+    wb = load_file(f"{resumed['checkpoint']}/model.safetensors")
+    assert wa.keys() == wb.keys() and any(k.startswith("residual.actor") for k in wa)
+    changed = [k for k in wa if k.startswith("residual.") and not torch.equal(wa[k], load_file(
+        f"{tiny_base}/checkpoints/latest/model.safetensors").get(k, torch.zeros(0)))]
+    assert changed  # the residual was updated
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    rows_a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows_b] == [1, 2]  # no duplicate rows after the resume
+    assert [r["policy_loss"] for r in rows_a] == [r["policy_loss"] for r in rows_b]
+
+
+def test_eval_accepts_the_combined_checkpoint_and_deploy_refuses_it(tiny_base, tmp_path):
+    from robolearn.apps.deploy import PolicyStack
+    from robolearn.apps.rl import residual_rl
+    from robolearn.eval.rollout import evaluate_checkpoint
+    from robolearn.utils.errors import ConfigError
+
+    out = residual_rl(tiny_base, [*RL_TINY, "rl.total_env_steps=24"], run_dir=tmp_path / "rl", progress=False)
+    comp = json.loads((tmp_path / "rl" / "eval_comparison.json").read_text())
+    assert comp["base"]["seeds"] == comp["residual"]["seeds"] == [100000, 100001]
+    assert comp["residual"]["policy"] == "diffusion" and comp["residual"]["n_episodes"] == 2
+    assert (tmp_path / "rl" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    res = evaluate_checkpoint(tmp_path / "rl", 1, n_envs=1, progress=False)
+    assert res["n_episodes"] == 1 and res["seeds"] == [100000, 100000]
+    with pytest.raises(ConfigError, match="residual-RL policy acts on every step"):
+        PolicyStack(out["checkpoint"], robot="sim")
+
+
+def test_bad_base_and_task_mismatch_end_with_one_line(tiny_base, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "robolearn.cli", "rl", str(tmp_path / "nope")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0] and "internal error" not in lines[0]
+    from robolearn.rl.trainer import build_residual
+    from robolearn.train.checkpoint import load_policy
+    from robolearn.utils.errors import ConfigError
+
+    base, _ = load_policy(tiny_base)
+    with pytest.raises(ConfigError, match=r"acts in 4 dimensions but the task's actions are \(7,\)"):
+        build_residual(base, "diffusion", gym.spaces.Box(-1, 1, (7,)), {})
+    obs = gym.spaces.Dict({"robot0_eef_pos": gym.spaces.Box(-1, 1, (3,))})
+    with pytest.raises(ConfigError, match=r"needs observation '(robot0_gripper_qpos|object)'.*missing"):
+        build_residual(base, "diffusion", gym.spaces.Box(-1, 1, (4,)), {}, obs)
