@@ -99,6 +99,7 @@ def rollout(
     n_videos: int = 0,
     video_dir: str | Path | None = None,
     noise_seed: int | None = None,
+    in_process: bool = False,
 ) -> list[dict[str, Any]]:
     """Run one episode per seed with ``policy`` and return per-episode results.
 
@@ -117,6 +118,8 @@ def rollout(
         n_videos: record the first ``n_videos`` episodes as MP4 files in ``video_dir`` (frames from
             the task's ``render_camera``; the file name carries seed and outcome).
         video_dir: folder of the videos (required when ``n_videos > 0``).
+        in_process: step all ``n_envs`` environments in this process (no worker processes: no start-up
+            cost, for frequent small evaluations such as residual RL's validation).
 
     Returns:
         ``[{"seed", "success", "length", "return"}]`` in the order of ``seeds``; recorded episodes
@@ -133,10 +136,11 @@ def rollout(
         noise_seed = int(seeds[0]) if seeds else 0
     with torch.random.fork_rng(devices=[] if torch.device(device).type == "cpu" else None):
         torch.manual_seed(int(noise_seed))
-        return _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_dir)
+        return _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_dir, in_process)
 
 
-def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_dir) -> list[dict[str, Any]]:
+def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_dir,
+             in_process=False) -> list[dict[str, Any]]:
     import gymnasium as gym
     from robolearn.utils.progress import progress_bar
 
@@ -150,7 +154,7 @@ def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_
     fps = float(task_cfg.get("control_freq", 20))
     frames: dict[int, list] = {}  # episode index -> frames, for the recorded episodes
     mode = gym.vector.AutoresetMode.DISABLED
-    if n_envs == 1:
+    if n_envs == 1 or in_process:
         venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     else:
         venv = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="forkserver")

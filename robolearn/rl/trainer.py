@@ -210,7 +210,8 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
             }
             if rl.eval_every and it % int(rl.eval_every) == 0:
                 t2 = time.monotonic()
-                res = summarize(rollout(policy, cfg.task, validation_seeds(cfg), n_envs=1, progress=False))
+                res = summarize(rollout(policy, cfg.task, validation_seeds(cfg), n_envs=int(rl.n_envs), progress=False,
+                                        in_process=True))
                 row.update({"val_success_rate": res["success_rate"], "val_ci95": res["success_ci95"],
                             "val_s": round(time.monotonic() - t2, 2)})
             wall_s += time.monotonic() - t0

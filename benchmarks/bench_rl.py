@@ -1,0 +1,89 @@
+"""Residual-RL benchmark: a trained base → `robolearn rl` for a wall-clock budget → base and
+base + residual on the same held-out seeds.
+
+    .venv/bin/python benchmarks/bench_rl.py [--only NAME ...] [--budget-s 1800] [--episodes 50]
+        [--out benchmarks/results/rl.json]
+
+Each entry needs its base checkpoint (the run of the same name in ``bench_policies.py``, or the
+command in ENTRIES' comment). The RL run resumes when its directory exists, so a larger budget
+continues it (``rl.max_wall_s`` counts RL wall time over all sessions). The JSON keeps one record
+per entry: base and base + residual success on the same seeds (95 % Wilson intervals), the base at
+RL's denoising steps, env steps, RL wall time, env steps/s while collecting and overall, how a
+collection step splits between env stepping, base inference and the residual, PPO update time, and
+the machine. This is a benchmark (tens of minutes per entry on 2 cores), not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+#: name -> (base checkpoint/run, RL run directory, rl overrides)
+ENTRIES: dict[str, tuple[str, str, list[str]]] = {
+    # base: robolearn collect --task insertion --episodes 100 --out runs/insertion/demos.zarr, then
+    # robolearn train task=insertion policy=diffusion data.path=runs/insertion/demos.zarr run_dir=runs/insertion/diffusion
+    "insertion_diffusion_rl": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl", []),
+    # base: ... policy=act_small train.batch_size=64 train.lr=3e-4 run_dir=runs/insertion/act
+    "insertion_act_rl": ("runs/insertion/act", "runs/insertion/act_rl", []),
+}
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def run_entry(name: str, budget_s: float, episodes: int) -> dict:
+    from robolearn.apps.rl import residual_rl
+
+    base, run_dir, overrides = ENTRIES[name]
+    out = residual_rl(base, [*overrides, f"rl.max_wall_s={budget_s}", f"rl.final_eval_episodes={episodes}"],
+                      run_dir=run_dir)
+    rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    summary = json.loads((Path(run_dir) / "rl_summary.json").read_text())
+    comp = out["comparison"]
+    pick = ("success_rate", "success_ci95", "n_success", "n_episodes", "num_inference_steps", "mean_episode_length")
+    collect_s = sum(r["collect_s"] for r in rows)
+    steps = rows[-1]["env_steps"] if rows else 0
+    split = {k: round(sum(r[k] for r in rows), 1) for k in ("env_s", "base_s", "residual_s", "update_s")}
+    val = [(r["env_steps"], r["wall_s"], r["val_success_rate"]) for r in rows if "val_success_rate" in r]
+    return {
+        "base": base, "run_dir": run_dir, "overrides": overrides,
+        "base_eval": {k: comp["base"][k] for k in pick},
+        "base_eval_rl_steps": {k: comp["base_rl_steps"][k] for k in pick} if comp["base_rl_steps"] else None,
+        "residual_eval": {k: comp["residual"][k] for k in pick},
+        "seeds": comp["seeds"],
+        "gain": round(comp["residual"]["success_rate"] - comp["base"]["success_rate"], 4),
+        "env_steps": steps, "iterations": len(rows), "rl_wall_s": summary["wall_s"],
+        "env_steps_per_s_collect": round(steps / collect_s, 1) if collect_s else None,
+        "env_steps_per_s_overall": summary["env_steps_per_s_overall"],
+        "time_split_s": split, "validation_curve": val,
+        "final_train_success_rate": _mean(rows[-5:], "train_success_rate"),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="*", choices=sorted(ENTRIES), help="entries to run (default: all)")
+    p.add_argument("--budget-s", type=float, default=1800.0, help="RL wall time over all sessions (s)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--out", default="benchmarks/results/rl.json")
+    args = p.parse_args()
+    out = Path(args.out)
+    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    for name in args.only or list(ENTRIES):
+        print(f"== {name}")
+        e = {**run_entry(name, args.budget_s, args.episodes), "machine": machine}
+        results = json.loads(out.read_text()) if out.is_file() else {"benchmark": "rl", "entries": {}}
+        results["entries"][name] = e
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(f"   base {e['base_eval']['success_rate']:.2f} -> residual {e['residual_eval']['success_rate']:.2f} "
+              f"after {e['env_steps']} env steps, {e['rl_wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
