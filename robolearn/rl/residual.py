@@ -6,7 +6,10 @@ action for this step, and outputs a Gaussian correction ``r`` in the action spac
 
     action = base_action + scale * half_range * r,        half_range = (high - low) / 2
 
-(``scale`` 0.1 as in ResiP). The mean's last layer starts at zero, so at step 0 the deterministic
+(``scale`` 0.1 as in ResiP). The normalized observation is clipped to ``±INPUT_CLIP``: the base's
+min-max statistics come from demonstrations, where some dimensions barely move (a peg's tilt), so
+states the residual explores would otherwise reach thousands and swamp the critic. The mean's last
+layer starts at zero, so at step 0 the deterministic
 combined action equals the base action bit for bit. A separate critic sees the same input.
 """
 
@@ -20,6 +23,10 @@ import torch
 from torch import nn
 
 from robolearn.policies.base import Policy
+
+
+#: Bound of the residual's normalized observation input (the demonstrations' range maps to [-1, 1]).
+INPUT_CLIP = 5.0
 
 
 def _mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
@@ -119,10 +126,10 @@ class ResidualPolicy(Policy):
 
     def residual_input(self, obs: Mapping[str, torch.Tensor], base_action: torch.Tensor) -> torch.Tensor:
         """Residual input ``(B, in_dim)`` from the current observation ``{key: (B, *shape)}`` (raw) and
-        the base action ``(B, A)`` (raw): the base's normalized observation, then the base action in
-        the ``[-1, 1]``-normalized action space."""
+        the base action ``(B, A)`` (raw): the base's normalized observation (clipped to ``±INPUT_CLIP``),
+        then the base action in the ``[-1, 1]``-normalized action space."""
         norm = self.base.normalizer
-        parts = [norm.normalize(k, obs[k].float()).flatten(1) for k in self.obs_keys]
+        parts = [norm.normalize(k, obs[k].float()).flatten(1).clamp(-INPUT_CLIP, INPUT_CLIP) for k in self.obs_keys]
         parts.append((base_action.float() - self.action_mid) / self.action_half)
         return torch.cat(parts, dim=1)
 
