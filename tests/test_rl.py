@@ -319,3 +319,16 @@ def test_bad_base_and_task_mismatch_end_with_one_line(tiny_base, tmp_path):
     obs = gym.spaces.Dict({"robot0_eef_pos": gym.spaces.Box(-1, 1, (3,))})
     with pytest.raises(ConfigError, match=r"needs observation '(robot0_gripper_qpos|object)'.*missing"):
         build_residual(base, "diffusion", gym.spaces.Box(-1, 1, (4,)), {}, obs)
+
+
+def test_in_process_rollout_with_more_envs_than_episodes_left(toy_registered, monkeypatch):
+    """Validation steps all envs in this process: envs left idle at the end are reset, not stepped
+    finished (gymnasium's SyncVectorEnv refuses that), and every seed gives its own result."""
+    import robolearn.eval.rollout as ro_mod
+
+    monkeypatch.setattr(ro_mod, "_make_env_fn", lambda cfg, render_mode=None: ToyReach)
+    policy = toy_residual()
+    res = ro_mod.rollout(policy, {"name": "toy", "obs_keys": ["pos"]}, range(5), n_envs=4, progress=False,
+                         in_process=True)
+    one = ro_mod.rollout(policy, {"name": "toy", "obs_keys": ["pos"]}, range(5), n_envs=1, progress=False)
+    assert [r["seed"] for r in res] == list(range(5)) and res == one

@@ -228,6 +228,11 @@ def _rollout(policy, task_cfg, seeds, n_envs, progress, device, n_videos, video_
             restart = done_mask & (np.cumsum(done_mask) <= len(pending))
             if restart.any():
                 start(restart)
+            idle = done_mask & ~restart
+            if in_process and n_envs > 1 and idle.any():
+                # gymnasium's SyncVectorEnv refuses to step a finished env with autoreset off: reset it
+                # (unseeded; it is stepped with zero actions and its results are ignored)
+                venv.reset(options={"reset_mask": idle})
     finally:
         bar.close()
         venv.close()
@@ -270,12 +275,15 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
 
     Raises:
         CheckpointError: unreadable checkpoint.
-        ValueError: ``episodes < 1``, or a step count the policy cannot take.
+        ValueError: a bad argument (:func:`check_episode_args`; ``n_envs < 1``, ``n_videos < 0``),
+            checked before the checkpoint is read, or a step count the policy cannot take.
     """
     from robolearn.train.checkpoint import load_policy
 
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_episode_args(episodes, seed_start)
+    for name, value, lo in (("n_envs", n_envs, 1), ("n_videos", n_videos, 0)):
+        if value is not None and value < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {value}")
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
     set_inference_steps(policy, num_inference_steps)
     set_action_steps(policy, n_action_steps)
@@ -318,6 +326,18 @@ def set_action_steps(policy, steps: int | None) -> None:
     """
     if steps is not None:
         policy.n_action_steps = steps
+
+
+def check_episode_args(episodes: int, seed_start: int | None = None) -> None:
+    """Check the episode count and first seed of ``robolearn eval`` and ``robolearn deploy``.
+
+    Raises:
+        ValueError: ``episodes < 1``, or ``seed_start < 0`` (environments take only seeds >= 0).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed_start is not None and seed_start < 0:
+        raise ValueError(f"seed_start must be >= 0, got {seed_start}")
 
 
 def held_out_seeds(cfg, episodes: int, seed_start: int | None = None, exclude_seeds: Sequence[int] = ()) -> list[int]:
