@@ -69,6 +69,21 @@ class CheckpointPolicy:
         predict(dummy)
         return predict
 
+    def check(self) -> None:
+        """Load the checkpoint once in this process and drop it, so that a bad ``policy.json``,
+        weights that do not load or fit, or a ``num_inference_steps`` the policy cannot take end in
+        their own one-line error before the policy process starts (a load failure there arrives
+        as the worker's traceback).
+
+        Raises:
+            CheckpointError: see :func:`robolearn.train.checkpoint.load_policy`.
+            ValueError: see :func:`robolearn.eval.rollout.set_inference_steps`.
+        """
+        from robolearn.eval.rollout import set_inference_steps
+        from robolearn.train.checkpoint import load_policy
+
+        set_inference_steps(load_policy(self.path, use_ema=self.use_ema)[0], self.num_inference_steps)
+
 
 class PolicyStack:
     """Everything between a checkpoint and a robot: driver, policy runner (started), scheduler and
@@ -91,7 +106,9 @@ class PolicyStack:
         ConfigError: unknown robot or an invalid robot config (file and key named; checked before
             the checkpoint is read), a task without a known action convention, a robot that cannot
             provide the policy's observations, or a loop rate that is not a multiple of the policy rate.
-        CheckpointError: unreadable checkpoint.
+        CheckpointError: unreadable checkpoint (:meth:`CheckpointPolicy.check`, before the robot is
+            built or the policy process started).
+        ValueError: ``num_inference_steps`` the policy cannot take.
     """
 
     def __init__(self, checkpoint: str | Path, robot: str = "sim", stall_s: float = 0.0,
@@ -124,12 +141,13 @@ class PolicyStack:
             raise ConfigError(f"loop rate {self.rate_hz} Hz is not a multiple of the policy rate {self.policy_hz} Hz")
         self.ticks_per_slot = int(round(ratio))
         self.slot_s = 1.0 / self.policy_hz
+        factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
+        factory.check()
         self.robot = rb = make_robot(rcfg)
         if not isinstance(rb, SimulatedRobot):
             raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
                               "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
         self.adapter = adapter
-        factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
         if stall_s > 0 and stall_calls:
             factory = StallingPolicy(factory, stall_s, tuple(stall_calls))
         self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads)
@@ -192,10 +210,12 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
     Raises:
         ConfigError: unknown robot, or a robot that cannot provide the policy's observations.
         CheckpointError: unreadable checkpoint.
+        ValueError: ``episodes < 1`` or ``seed_start < 0`` (checked first), or a bad ``num_inference_steps``.
     """
-    from robolearn.eval.rollout import held_out_seeds, summarize
+    from robolearn.eval.rollout import check_episode_args, held_out_seeds, summarize
     from robolearn.utils.progress import progress_bar
 
+    check_episode_args(episodes, seed_start)
     st = PolicyStack(checkpoint, robot, stall_s=stall_s,
                      stall_calls=tuple(range(stall_every, 100_000, stall_every)) if stall_every > 0 else (),
                      use_ema=use_ema, policy_threads=policy_threads, num_inference_steps=num_inference_steps)
