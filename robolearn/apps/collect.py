@@ -43,10 +43,16 @@ def collect_demos(
         ``{"path", "attempted", "kept", "dropped", "steps", "wall_s", "seeds"}``.
 
     Raises:
+        ValueError: ``episodes < 1`` or ``seed_start < 0``, before the store is touched.
         StoreError: ``out`` exists and neither ``append`` nor ``overwrite`` is set, or the
             existing store was recorded for another task.
     """
     from robolearn.utils.progress import progress_bar
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed_start < 0:
+        raise ValueError(f"seed_start must be >= 0, got {seed_start}")
 
     from robolearn.envs import make_env, make_expert
 
