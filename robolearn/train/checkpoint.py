@@ -215,9 +215,17 @@ def read_checkpoint_config(path: str | Path):
     """The experiment config saved with a checkpoint (or a run directory's latest checkpoint).
 
     Raises:
-        CheckpointError: not a checkpoint.
+        CheckpointError: not a checkpoint, or a ``config.yaml`` that is not a YAML mapping.
     """
-    return OmegaConf.load(_checkpoint_dir(path) / "config.yaml")
+    file = _checkpoint_dir(path) / "config.yaml"
+    try:
+        cfg = OmegaConf.load(file)
+    except Exception as exc:  # noqa: BLE001 - any YAML problem becomes one clear error
+        msg = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckpointError(f"{file}: cannot read YAML: {msg}") from None
+    if not isinstance(cfg, DictConfig):
+        raise CheckpointError(f"{file}: not a config (a YAML mapping), got {type(cfg).__name__}")
+    return cfg
 
 
 def read_policy_type(path: str | Path) -> str:
@@ -244,7 +252,8 @@ def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
         ``(policy in eval mode, config)``.
 
     Raises:
-        CheckpointError: missing files, unknown policy type, or weights that do not fit.
+        CheckpointError: missing files, unknown policy type, weights that do not fit, or an
+            unreadable ``config.yaml``.
     """
     from robolearn.policies import build_policy_from_kwargs
 
@@ -259,7 +268,7 @@ def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
         policy.load_state_dict(load_file(str(weights), device=device), strict=True)
     except (RuntimeError, Exception) as exc:
         raise CheckpointError(f"{weights}: weights do not fit the policy config ({str(exc).splitlines()[0]})") from None
-    cfg = OmegaConf.load(path / "config.yaml")
+    cfg = read_checkpoint_config(path)
     return policy.to(device).eval(), cfg
 
 
