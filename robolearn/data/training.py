@@ -27,7 +27,8 @@ class TrainingData:
         stats: normalizer statistics of the train episodes.
 
     Raises:
-        StoreError: the store is missing, corrupt, or lacks a configured key.
+        StoreError: the store is missing, corrupt, lacks a configured key, or holds NaN/Inf in a
+            float key used here (any episode: the message names the key and the episodes).
     """
 
     def __init__(self, cfg: DictConfig):
@@ -50,6 +51,13 @@ class TrainingData:
         # Images stay uint8 (the encoder scales them); everything else becomes float32.
         self.arrays = {k: v[:n] if is_image_key(v.shape[1:], v.dtype) else v[:n].astype(np.float32)
                        for k, v in store.load([*self.obs_keys, self.action_key]).items()}
+        for k, v in self.arrays.items():  # every episode: the statistics see only the train ones, the val loss the rest
+            bad_rows = np.flatnonzero(~np.isfinite(v.reshape(n, -1)).all(axis=1)) if v.dtype != np.uint8 else []
+            if len(bad_rows):
+                episodes = np.unique(np.searchsorted(ends, bad_rows, side="right")).tolist()
+                raise StoreError(f"{store.path}: key 'data/{k}' holds NaN or Inf (at {len(bad_rows)} step(s), in episodes "
+                                 f"{episodes[:10]}{' ...' if len(episodes) > 10 else ''}); training refuses it "
+                                 "(`robolearn inspect` shows every such key)")
         if self.action_key != "action":
             self.arrays["action"] = self.arrays.pop(self.action_key)
         self.n_episodes = len(ends)
