@@ -372,7 +372,7 @@ def load_robot_config(name_or_path: str) -> dict[str, Any]:
     from robolearn.utils.paths import hardware_dir
 
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    if path.suffix not in (".yaml", ".yml"):  # a name; a YAML path that is not there is named as it is
         path = hardware_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in hardware_dir().glob("*.yaml"))
