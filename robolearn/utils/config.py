@@ -63,8 +63,9 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "config", sche
 
 
 def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
+    """Hydra's message on one line, without its config search path listing (no help to a user)."""
+    text = str(exc).strip().split("Config search path:")[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
 
 
 def _schema_error_line(exc: BaseException, schema: type | None = None) -> str | None:
