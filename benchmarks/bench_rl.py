@@ -25,7 +25,7 @@ from pathlib import Path
 ENTRIES: dict[str, tuple[str, str, list[str]]] = {
     # base: robolearn collect --task insertion --episodes 100 --out runs/insertion/demos.zarr, then
     # robolearn train task=insertion policy=diffusion data.path=runs/insertion/demos.zarr run_dir=runs/insertion/diffusion
-    "insertion_diffusion_rl": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl", []),
+    "insertion_diffusion_rl": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl", ["rl.n_envs=32"]),
     # base: ... policy=act_small train.batch_size=64 train.lr=3e-4 run_dir=runs/insertion/act
     "insertion_act_rl": ("runs/insertion/act", "runs/insertion/act_rl", []),
 }
@@ -36,12 +36,15 @@ def _mean(rows, key):
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def run_entry(name: str, budget_s: float, episodes: int) -> dict:
+def run_entry(name: str, budget_s: float, episodes: int, reuse_eval: bool = False) -> dict:
     from robolearn.apps.rl import residual_rl
 
     base, run_dir, overrides = ENTRIES[name]
-    out = residual_rl(base, [*overrides, f"rl.max_wall_s={budget_s}", f"rl.final_eval_episodes={episodes}"],
-                      run_dir=run_dir)
+    saved = Path(run_dir) / "eval_comparison.json"
+    args = [*overrides, f"rl.max_wall_s={budget_s}", f"rl.final_eval_episodes={episodes}"]
+    out = residual_rl(base, args, run_dir=run_dir, final_eval=not (reuse_eval and saved.is_file()))
+    if out["comparison"] is None:  # the run's own comparison (written by `robolearn rl` when it finished)
+        out["comparison"] = json.loads(saved.read_text())
     rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
     summary = json.loads((Path(run_dir) / "rl_summary.json").read_text())
     comp = out["comparison"]
@@ -70,13 +73,15 @@ def main() -> None:
     p.add_argument("--only", nargs="*", choices=sorted(ENTRIES), help="entries to run (default: all)")
     p.add_argument("--budget-s", type=float, default=1800.0, help="RL wall time over all sessions (s)")
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--reuse-eval", action="store_true",
+                   help="take <run_dir>/eval_comparison.json when it exists instead of evaluating again")
     p.add_argument("--out", default="benchmarks/results/rl.json")
     args = p.parse_args()
     out = Path(args.out)
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     for name in args.only or list(ENTRIES):
         print(f"== {name}")
-        e = {**run_entry(name, args.budget_s, args.episodes), "machine": machine}
+        e = {**run_entry(name, args.budget_s, args.episodes, args.reuse_eval), "machine": machine}
         results = json.loads(out.read_text()) if out.is_file() else {"benchmark": "rl", "entries": {}}
         results["entries"][name] = e
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
     python benchmarks/readme_tables.py           # rewrite the blocks in README.md
     python benchmarks/readme_tables.py --check   # exit 1 when README.md differs from the JSON
 
-Reads ``benchmarks/results/{core,policies,hal,recorded}.json``: the first three are written by
-``bench_core.py``, ``bench_policies.py`` and ``bench_hal.py``; ``recorded.json`` holds figures no
+Reads ``benchmarks/results/{core,policies,hal,recorded,rl}.json``: all but ``recorded`` are written by
+``bench_core.py``, ``bench_policies.py``, ``bench_hal.py`` and ``bench_rl.py``; ``recorded.json`` holds figures no
 script's current output holds, each with where it was first recorded (an earlier results file, a
 commit message, or only the README text of a commit). Each block of README.md between
 ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->`` (NAME one of :data:`BLOCKS`) is
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-FILES = ("core", "policies", "hal", "recorded")
+FILES = ("core", "policies", "hal", "recorded", "rl")
 DAGGER = "†"
 GL_NAMES = {"osmesa": "OSMesa", "egl": "EGL", "glfw": "GLFW"}
 
@@ -375,9 +375,32 @@ def block_hal(data: dict, machines: Machines) -> str:
     return table(["what", "figure", "machine · source"], rows)
 
 
+def block_rl(data: dict, machines: Machines) -> str:
+    """Residual RL: base vs base + residual on the same held-out seeds, steps, time, throughput (rl.json)."""
+    rows = []
+    entries = data["rl"]["entries"]
+    for name in list(entries):
+        e = entries[name]  # (read by key: unshown_entries tracks it)
+        task, policy = name.split("_")[0], name.split("_")[1]
+        b, r, b4 = e["base_eval"], e["residual_eval"], e["base_eval_rl_steps"]
+        t = e["time_split_s"]
+        busy = sum(t.values()) or 1.0
+        base_steps = f" ({b['num_inference_steps']} DDIM steps)" if b.get("num_inference_steps") else ""
+        rl_steps = f"; {success(b4)} at RL's {b4['num_inference_steps']} steps" if b4 else ""
+        rows.append([task, policy, f"{success(b)}{base_steps}{rl_steps}", success(r),
+                     f"{(r['success_rate'] - b['success_rate']) * 100:+.0f} points",
+                     f"{n(e['env_steps'])} in {minutes(e['rl_wall_s'])}",
+                     f"{n(e['env_steps_per_s_collect'])} collecting, {n(e['env_steps_per_s_overall'])} overall; "
+                     f"env {t['env_s'] / busy:.0%}, base {t['base_s'] / busy:.0%}, residual {t['residual_s'] / busy:.0%}, "
+                     f"PPO {t['update_s'] / busy:.0%}",
+                     f"{machines.label(e['machine'])} · rl.json"])
+    return table(["task", "base", "base (50 held-out seeds)", "base + residual (same seeds)", "gain", "env steps, RL wall time", "env steps/s (time split)",
+                  "machine · source"], rows)
+
+
 #: block name -> renderer, in render order (the machines legend last: the tables register machines)
 BLOCKS = {"main": block_main, "learning": block_learning, "pusht_chunks": block_pusht_chunks, "hal": block_hal,
-          "machines": block_machines}
+          "rl": block_rl, "machines": block_machines}
 
 
 def render_blocks(data: dict) -> dict[str, str]:
@@ -399,8 +422,8 @@ class _Tracked(dict):
 
 
 def unshown_entries(data: dict) -> list[str]:
-    """``policies.json``/``recorded.json`` entries that no README row reads, as ``"file:entry"``."""
-    tracked = {name: _Tracked(data[name]["entries"]) for name in ("policies", "recorded")}
+    """``policies.json``/``recorded.json``/``rl.json`` entries that no README row reads, as ``"file:entry"``."""
+    tracked = {name: _Tracked(data[name]["entries"]) for name in ("policies", "recorded", "rl")}
     render_blocks({**data, **{name: {**data[name], "entries": t} for name, t in tracked.items()}})
     return sorted(f"{name}:{k}" for name, t in tracked.items() for k in t if k not in t.read)
 
