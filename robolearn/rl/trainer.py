@@ -24,25 +24,20 @@ from robolearn.utils.errors import CheckpointError, ConfigError
 SEED_RANGE = 10_000_000
 
 
-def reserved_seeds(cfg: DictConfig) -> set[int]:
-    """Seeds residual RL must never train on: the base's demonstrations (read from its store) and
-    every held-out evaluation seed ``robolearn eval`` would use (``eval.seed_start`` on, as many as
-    ``rl.final_eval_episodes`` plus the demos it skips)."""
-    from robolearn.eval.rollout import _demo_seeds, held_out_seeds
-
-    demos = _demo_seeds(cfg)
-    return demos | set(held_out_seeds(cfg, int(cfg.rl.final_eval_episodes))) | set(validation_seeds(cfg))
-
-
 def validation_seeds(cfg: DictConfig) -> list[int]:
     """The seeds of the periodic evaluation during RL (``rl.eval_seed_start`` on; disjoint from
     training and held-out seeds: checked by :func:`check_seed_sets`)."""
     return list(range(int(cfg.rl.eval_seed_start), int(cfg.rl.eval_seed_start) + int(cfg.rl.eval_episodes)))
 
 
-def check_seed_sets(cfg: DictConfig) -> None:
-    """Assert that RL's training seeds, its validation seeds, the demonstration seeds and the held-out
-    evaluation seeds are pairwise disjoint.
+def check_seed_sets(cfg: DictConfig) -> dict[str, set[int]]:
+    """Assert that RL's training seeds, its validation seeds, the demonstration seeds (read from the
+    base's store) and the held-out evaluation seeds (the ``rl.final_eval_episodes`` seeds ``robolearn
+    eval`` would use) are pairwise disjoint.
+
+    Returns:
+        The seed sets RL must never train on, by name (``demonstration``, ``held-out evaluation``,
+        ``RL validation``).
 
     Raises:
         ConfigError: two of the sets meet (the message names them and a shared seed).
@@ -64,6 +59,7 @@ def check_seed_sets(cfg: DictConfig) -> None:
             if hit:
                 raise ConfigError(f"the {names[a]} and {names[b]} seeds meet (e.g. {min(hit)}); "
                                   f"move rl.eval_seed_start or eval.seed_start")
+    return sets
 
 
 def build_residual(base, base_type: str, env_action_space, rl_cfg: Mapping[str, Any], env_obs_space=None):
@@ -128,14 +124,13 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     from robolearn.eval.rollout import rollout, summarize
     from robolearn.rl.collect import SeedCounter, collect_rollout, make_vector_env
     from robolearn.rl.ppo import PPOConfig, compute_gae, ppo_update
-    from robolearn.train.checkpoint import (has_checkpoint, load_policy, load_train_state, read_policy_type,
-                                            save_checkpoint)
+    from robolearn.train.checkpoint import has_checkpoint, load_policy, load_train_state, read_policy_type
     from robolearn.utils.progress import progress_bar
 
     rl = cfg.rl
     if rl.num_threads:
         torch.set_num_threads(int(rl.num_threads))
-    check_seed_sets(cfg)
+    reserved = set().union(*check_seed_sets(cfg).values())
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints" / "latest"
     ppo = PPOConfig(**OmegaConf.to_container(rl.ppo, resolve=True))
@@ -164,7 +159,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     policy.eval()
     actor_opt, critic_opt = _optimizers(policy, ppo)
     gen = torch.Generator().manual_seed(int(rl.seed))
-    seeds = SeedCounter(int(rl.seed_start), int(rl.seed_start) + SEED_RANGE, exclude=reserved_seeds(cfg))
+    seeds = SeedCounter(int(rl.seed_start), int(rl.seed_start) + SEED_RANGE, exclude=reserved)
     history: list[dict] = []
     it, env_steps, wall_s = 0, 0, 0.0
     if state is not None:
@@ -174,6 +169,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
         seeds.next = int(state["seed_next"])
         history = list(state["history"])
         it, env_steps, wall_s = int(state["iteration"]), int(state["env_steps"]), float(state["wall_s"])
+    saved_it = it  # the iteration the checkpoint holds
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -228,14 +224,14 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
             bar.set_postfix(sps=f"{steps_per_iter / (time.monotonic() - t0):.0f}",
                             success=f"{np.mean(recent):.2f}" if recent else "-", refresh=False)
             if it % int(rl.ckpt_every) == 0 or env_steps >= total:
-                _save(save_checkpoint, ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it,
-                      env_steps, wall_s)
+                _save(ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s)
+                saved_it = it
     finally:
         bar.close()
         venv.close()
         writer.close()
-    if history and (not has_checkpoint(ckpt_dir) or load_train_state(ckpt_dir)["iteration"] != it):
-        _save(save_checkpoint, ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s)
+    if saved_it != it:  # stopped by the wall-clock budget between checkpoints
+        _save(ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s)
     summary = {"iterations": it, "env_steps": env_steps, "wall_s": round(wall_s, 1),
                "session_wall_s": round(time.monotonic() - t_session, 1), "base": str(base_dir),
                "env_steps_per_s_overall": round(env_steps / wall_s, 1) if wall_s else None}
@@ -243,7 +239,9 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     return ckpt_dir
 
 
-def _save(save_checkpoint, ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s):
+def _save(ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s):
+    from robolearn.train.checkpoint import save_checkpoint
+
     state = {"actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(), "generator": gen.get_state(),
              "seed_next": seeds.next, "history": history, "iteration": it, "env_steps": env_steps, "wall_s": wall_s}
     save_checkpoint(ckpt_dir, policy, cfg, "residual", train_state=state)
