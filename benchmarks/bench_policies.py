@@ -96,6 +96,20 @@ def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
     }
 
 
+def machine_info() -> dict:
+    """The machine a benchmark entry was measured on (what ``readme_tables.py`` labels M1, M2, ...)."""
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def save_entry(out: Path, benchmark: str, name: str, entry: dict) -> None:
+    """Add or replace entry ``name`` of the results file ``out`` (``{"benchmark", "entries"}``), re-read
+    just before writing: another run of a benchmark may have added entries meanwhile."""
+    results = json.loads(out.read_text()) if out.is_file() else {"benchmark": benchmark, "entries": {}}
+    results["entries"][name] = entry
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", choices=sorted(ENTRIES), help="entries to run (default: all)")
@@ -105,15 +119,11 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/policies.json")
     args = p.parse_args()
     out = Path(args.out)
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    machine = machine_info()
     for name in args.only or list(ENTRIES):
         print(f"== {name}")
         e = {**run_entry(name, args.episodes, args.reuse_eval), "machine": machine}
-        # Re-read before writing: another run of this script may have added entries meanwhile.
-        results = json.loads(out.read_text()) if out.is_file() else {"benchmark": "policies", "entries": {}}
-        results["entries"][name] = e
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
+        save_entry(out, "policies", name, e)
         print(f"   {e['success_rate']:.2f} {e['success_ci95']} after {e['train_steps']} steps, {e['train_wall_s']} s")
 
 

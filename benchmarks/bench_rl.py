@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
+
+from bench_policies import machine_info, save_entry  # this folder (on sys.path when run as a script)
 
 #: name -> (base checkpoint/run, RL run directory, rl overrides)
 ENTRIES: dict[str, tuple[str, str, list[str]]] = {
@@ -78,14 +78,11 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/rl.json")
     args = p.parse_args()
     out = Path(args.out)
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    machine = machine_info()
     for name in args.only or list(ENTRIES):
         print(f"== {name}")
         e = {**run_entry(name, args.budget_s, args.episodes, args.reuse_eval), "machine": machine}
-        results = json.loads(out.read_text()) if out.is_file() else {"benchmark": "rl", "entries": {}}
-        results["entries"][name] = e
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
+        save_entry(out, "rl", name, e)
         print(f"   base {e['base_eval']['success_rate']:.2f} -> residual {e['residual_eval']['success_rate']:.2f} "
               f"after {e['env_steps']} env steps, {e['rl_wall_s']} s")
 
