@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup quickstart test bench clean lerobot-env
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -20,6 +20,19 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_core.py
+
+# LeRobot datasets (`robolearn convert`): lerobot 0.4.4 pins torch < 2.11, so it lives in its own
+# environment with robolearn installed editable beside it (~3 min, ~8 GB cold); .venv keeps its torch.
+LEROBOT_VENV := .venv-lerobot
+lerobot-env: $(LEROBOT_VENV)/.installed
+
+$(LEROBOT_VENV)/.installed: pyproject.toml
+	test -x $(LEROBOT_VENV)/bin/python || $(PY) -m venv $(LEROBOT_VENV)
+	echo '*' > $(LEROBOT_VENV)/.gitignore
+	$(LEROBOT_VENV)/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(LEROBOT_VENV)/bin/python -m pip install -q -e ".[lerobot,dev]"
+	$(LEROBOT_VENV)/bin/python -c "import lerobot, torch, robolearn; print('lerobot env ok: lerobot', lerobot.__version__, '| torch', torch.__version__)"
+	touch $@
 
 clean:
 	rm -rf runs .pytest_cache

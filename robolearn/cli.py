@@ -1,4 +1,4 @@
-"""``robolearn <command>``: quickstart, collect, train, rl, eval, deploy, record, replay, inspect.
+"""``robolearn <command>``: quickstart, collect, train, rl, eval, deploy, record, replay, inspect, convert.
 
 Argument parsing and printing only: each command calls its job in :mod:`robolearn.apps`.
 
@@ -56,6 +56,9 @@ def cmd_inspect(args) -> int:
         print(f"    {name:24s} {str(tuple(info['shape'])):12s} {info['dtype']:8s}{units}{rng}")
     if summary["meta_keys"]:
         print(f"  per-episode meta: {', '.join(summary['meta_keys'])}")
+    for name, counts in summary.get("text_meta", {}).items():
+        shown = "; ".join(f"{v!r} x{n}" for v, n in list(counts.items())[:5])
+        print(f"  {name} (text, {len(counts)} distinct): {shown}" + (" ..." if len(counts) > 5 else ""))
     if nonfinite:
         print(f"  warning: NaN/Inf in {', '.join(nonfinite)} (min/max above are of the finite values); "
               "training refuses this store")
@@ -194,6 +197,20 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """``robolearn convert SRC DST``: LeRobot v3 <-> Zarr, robomimic HDF5 -> Zarr (see robolearn.apps.convert)."""
+    from robolearn.apps.convert import convert
+
+    out = convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
+                  overwrite=args.overwrite, rename=args.rename or (), image_codec=args.image_codec,
+                  vcodec=args.vcodec, progress=not args.no_progress)
+    if "delegated" in out:
+        return out["returncode"]
+    print(f"converted {out['src']} ({out['from']}) -> {out['dst']} ({out['to']}): {out['episodes']} episodes, "
+          f"{out['steps']} steps")
+    return 0
+
+
 def cmd_quickstart(args) -> int:
     """``robolearn quickstart``: collect → train → evaluate → report, each step resumable."""
     from robolearn.apps.quickstart import quickstart
@@ -289,6 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--robot", default="sim", help="hardware/<ROBOT>.yaml or a YAML path (default: %(default)s)")
     rp.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
     rp.set_defaults(fn=cmd_replay)
+
+    cv = sub.add_parser("convert", help="convert a dataset: LeRobot v3 <-> Zarr, robomimic HDF5 -> Zarr")
+    cv.add_argument("src", help="source: a Zarr store, a LeRobot v3 directory or a robomimic .hdf5 file")
+    cv.add_argument("dst", help="destination (must not exist; *.zarr is a Zarr store)")
+    cv.add_argument("--from", dest="src_format", choices=["zarr", "lerobot", "robomimic"],
+                    help="source format (default: from the path)")
+    cv.add_argument("--to", dest="dst_format", choices=["zarr", "lerobot"],
+                    help="destination format (default: zarr for *.zarr, else lerobot from a Zarr source)")
+    cv.add_argument("--rename", action="append", metavar="OLD=NEW",
+                    help="rename a key (LeRobot name=our key when reading LeRobot, our key=LeRobot name when "
+                         "writing it); repeatable")
+    cv.add_argument("--image-codec", choices=["webp", "png", "jpeg", "jpeg2k"],
+                    help="store codec of image keys (Zarr destinations; default webp, lossless)")
+    cv.add_argument("--vcodec", default="libsvtav1", choices=["libsvtav1", "h264", "hevc"],
+                    help="video codec of LeRobot destinations (default: %(default)s, lerobot's)")
+    cv.add_argument("--overwrite", action="store_true", help="replace an existing destination once done")
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cv.set_defaults(fn=cmd_convert)
 
     i = sub.add_parser("inspect", help="summarize a Zarr episode store")
     i.add_argument("path")

@@ -6,6 +6,7 @@ Layout (compatible with Diffusion Policy's replay buffer, so their stores open u
       data/<key>          time on axis 0, every episode concatenated; all keys the same length
       meta/episode_ends   int64, cumulative end index of each episode (the commit point)
       meta/<name>         optional per-episode metadata, one entry per episode (seed, success, ...)
+                          or per-episode text (task instruction, ...): see "Text metadata" below
 
 Root attributes hold ``schema_version``, ``fps`` (control frequency, Hz), ``robot``,
 ``action_space`` and free-form extras; each ``data/<key>`` array's attributes hold ``units`` and
@@ -33,6 +34,13 @@ any point:
   fill value (-1 in stores we create) and is ignored likewise.
 
 Opening never writes: a store that fails validation is left exactly as it was.
+
+Text metadata. A per-episode string (a task instruction, an operator) is stored as an int32 code
+array ``meta/<name>`` whose attributes hold ``{"text": true, "values": [str, ...]}``: episode ``i``'s
+string is ``values[code[i]]``, code -1 the empty string (an episode committed without it). Readers
+that know nothing of text metadata see an ordinary integer array; :meth:`EpisodeStore.episode_meta`
+returns the strings. New strings are added to ``values`` before the commit point, so a crash leaves
+at most an unused entry.
 
 Corrupt chunks. Every read decodes through :meth:`EpisodeStore._read`, which turns a chunk that does
 not decode (or a Blosc chunk whose header disagrees with its file size: a truncated chunk that Blosc
@@ -620,15 +628,33 @@ class EpisodeStore:
         return {k: self._read(f"data/{k}", self._array(k), 0, n) for k in (keys or self.keys)}
 
     def episode_meta(self, name: str) -> np.ndarray:
-        """Per-episode metadata ``meta/<name>``: ``(n_episodes,)``.
+        """Per-episode metadata ``meta/<name>``: ``(n_episodes,)``; for text metadata an object
+        array of ``str`` (``""`` for episodes committed without it).
 
         Raises:
-            StoreError: no such metadata, or a chunk of it does not decode.
+            StoreError: no such metadata, a chunk of it does not decode, or a text code outside its
+                ``values``.
         """
         meta = self._group("meta")
         if name not in meta or name == "episode_ends":
             raise StoreError(f"{self.path}: missing key 'meta/{name}'")
-        return self._read(f"meta/{name}", meta[name], 0, self.n_episodes)
+        codes = self._read(f"meta/{name}", meta[name], 0, self.n_episodes)
+        if not _is_text(meta[name]):
+            return codes
+        values = list(meta[name].attrs.get("values", []))
+        bad = codes[(codes < -1) | (codes >= len(values))]
+        if len(bad):
+            raise StoreError(f"{self.path}: key 'meta/{name}': text code {int(bad[0])} is not in its "
+                             f"{len(values)} values")
+        out = np.empty(len(codes), dtype=object)
+        out[:] = [values[c] if c >= 0 else "" for c in codes.tolist()]
+        return out
+
+    @property
+    def text_meta_keys(self) -> list[str]:
+        """Names of the per-episode text metadata arrays (a subset of :attr:`meta_keys`)."""
+        meta = self._group("meta")
+        return [k for k in self.meta_keys if _is_text(meta[k])]
 
     @property
     def meta_keys(self) -> list[str]:
@@ -755,27 +781,36 @@ class EpisodeStore:
         """Make the episode in progress durable and visible.
 
         Args:
-            meta: per-episode scalars (int, float or bool), stored under ``meta/<name>``.
+            meta: per-episode scalars (int, float or bool) or strings (text metadata, see the module
+                docstring), stored under ``meta/<name>``.
 
         Returns:
             The index of the committed episode.
 
         Raises:
-            StoreError: read-only store, empty episode, or a metadata value that is not a scalar.
+            StoreError: read-only store, empty episode, a metadata value that is neither a scalar nor
+                a string, or a string for a numeric ``meta/<name>`` (or a number for a text one).
         """
         self._require_writable()
         if self.episode_in_progress == 0:
             raise StoreError(f"{self.path}: cannot commit an empty episode")
         meta = dict(meta or {})
+        meta_group = self._group("meta")
         for name, value in meta.items():
-            if np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "biuf":
-                raise StoreError(f"{self.path}: meta '{name}' must be a numeric or bool scalar, got {value!r}")
+            is_text = isinstance(value, str)
+            if not is_text and (np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "biuf"):
+                raise StoreError(f"{self.path}: meta '{name}' must be a numeric or bool scalar or a string, "
+                                 f"got {value!r}")
             if name == "episode_ends" or "/" in name:
                 raise StoreError(f"{self.path}: invalid meta name {name!r}")
+            if name in meta_group and _is_text(meta_group[name]) != is_text:
+                kind = "text" if _is_text(meta_group[name]) else "numeric"
+                raise StoreError(f"{self.path}: meta '{name}' is {kind}, got {value!r}")
         self._flush()
-        meta_group = self._group("meta")
         fmt = self._root.metadata.zarr_format
         for name, value in meta.items():
+            if isinstance(value, str):
+                value = np.int32(self._text_code(meta_group, name, value, fmt))
             value = np.asarray(value)
             if name not in meta_group:
                 meta_group.create_array(
@@ -786,12 +821,30 @@ class EpisodeStore:
             arr.append(value.reshape(1).astype(arr.dtype), axis=0)
         for name, arr in meta_group.arrays():
             if name != "episode_ends" and name not in meta and arr.shape[0] == self.n_episodes:
-                arr.append(np.zeros(1, dtype=arr.dtype), axis=0)
+                fill = -1 if _is_text(arr) else 0
+                arr.append(np.full(1, fill, dtype=arr.dtype), axis=0)
         new_end = self.n_steps + self._flushed_in_episode
         meta_group["episode_ends"].append(np.array([new_end], dtype=np.int64), axis=0)  # commit point
         self._ends = np.append(self._ends, new_end)
         self._flushed_in_episode = 0
         return self.n_episodes - 1
+
+    def _text_code(self, meta_group, name: str, value: str, fmt: int) -> int:
+        """The code of string ``value`` in text metadata ``meta/<name>``, creating the array (with
+        -1 for the episodes committed before) or adding the string to its ``values`` as needed."""
+        if name not in meta_group:
+            arr = meta_group.create_array(
+                name, shape=(0,), chunks=(4096,), dtype="int32", fill_value=-1, **_compressor_kwargs(fmt, "int32"),
+            )
+            if self.n_episodes:
+                arr.append(np.full(self.n_episodes, -1, dtype=np.int32), axis=0)
+            arr.attrs.update({"text": True, "values": []})
+        arr = meta_group[name]
+        values = list(arr.attrs.get("values", []))
+        if value not in values:
+            values.append(value)
+            arr.attrs["values"] = values  # before the commit point: a crash leaves an unused entry
+        return values.index(value)
 
     def discard_episode(self) -> int:
         """Drop the episode in progress (buffered and flushed steps).
@@ -873,7 +926,8 @@ class EpisodeStore:
         units, min and max (over committed steps; of the finite values, ``None`` where there are
         none). Float keys also get ``nonfinite``: ``{"count", "nan", "inf", "episodes"}``, the NaN and
         Inf values and the sorted episodes holding them (training refuses such a store). Image keys
-        (uint8) get their ``codec`` and are not read.
+        (uint8) get their ``codec`` and are not read. ``text_meta`` maps each text metadata name to
+        ``{string: number of episodes}``.
 
         Raises:
             StoreError: a chunk does not decode (named with its steps and episodes).
@@ -901,8 +955,14 @@ class EpisodeStore:
             },
             "keys": keys,
             "meta_keys": self.meta_keys,
+            "text_meta": {k: _count_strings(self.episode_meta(k)) for k in self.text_meta_keys},
             "attrs": {k: v for k, v in self.attrs.items()},
         }
+
+
+def _is_text(arr) -> bool:
+    """Whether the ``meta/<name>`` array ``arr`` holds text metadata (codes into ``attrs["values"]``)."""
+    return bool(arr.attrs.get("text", False))
 
 
 def _compressor_kwargs(zarr_format: int, dtype) -> dict:
@@ -952,6 +1012,13 @@ def _chunk_coords(arr, start: int, stop: int) -> Iterable[tuple[int, ...]]:
     ranges = [range(start // rows, -(-stop // rows))]
     ranges += [range(-(-n // c)) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
     return itertools.product(*ranges)
+
+
+def _count_strings(values: np.ndarray) -> dict[str, int]:
+    """``{string: number of episodes}`` of a text metadata array, most frequent first."""
+    uniq, counts = np.unique(values.astype(str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {str(uniq[i]): int(counts[i]) for i in order}
 
 
 def _finite_list(x: np.ndarray) -> list:
