@@ -206,10 +206,7 @@ def test_residual_learns_a_sparse_reward_task(toy_registered):
         ro = collect_rollout(policy, venv, ["pos"], 16, seeds, gen)
         first = first if first is not None else np.mean([e["success"] for e in ro.episodes])
         adv, ret = compute_gae(ro.rewards, ro.values, ro.next_values, ro.dones, cfg.gamma, cfg.gae_lambda)
-        ppo_update(policy.residual, actor_opt, critic_opt,
-                   {"input": ro.input.flatten(0, 1), "residual": ro.residual.flatten(0, 1),
-                    "log_prob": ro.log_prob.flatten(0, 1), "advantages": adv.flatten(), "returns": ret.flatten()},
-                   cfg, gen)
+        ppo_update(policy.residual, actor_opt, critic_opt, ro.flat(adv, ret), cfg, gen)
     venv.close()
     assert first < 0.5
     assert evaluate() == 1.0
@@ -332,3 +329,72 @@ def test_in_process_rollout_with_more_envs_than_episodes_left(toy_registered, mo
                          in_process=True)
     one = ro_mod.rollout(policy, {"name": "toy", "obs_keys": ["pos"]}, range(5), n_envs=1, progress=False)
     assert [r["seed"] for r in res] == list(range(5)) and res == one
+
+
+# ------------------------------------------------------------------ chunk alignment and shaping
+
+class ToyVarLen(ToyReach):
+    """ToyReach whose episodes are truncated after ``5 + seed % 4`` steps (never a multiple of 4 alone)."""
+
+    def reset(self, *, seed=None, options=None):
+        self.limit = 5 + int(seed) % 4
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, r, term, _, info = super().step(action)
+        return obs, r, term, self.t >= self.limit, info
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_aligned_chunks_query_the_base_once_per_boundary(toy_registered, align):
+    """With align_chunks, an environment whose episode ended waits for the next multiple of
+    n_action_steps (4): episodes start only there, so the base is queried once per boundary; the
+    waiting steps are invalid (no reward, done, left out of the batch) and leave no trace (each
+    episode keeps its seed's length). Without it, the base is queried at more steps."""
+    from robolearn.rl.collect import SeedCounter, collect_rollout
+
+    policy = toy_residual()
+    venv = gym.vector.SyncVectorEnv([ToyVarLen for _ in range(6)], autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    ro = collect_rollout(policy, venv, ["pos"], 24, SeedCounter(0, 1000), torch.Generator().manual_seed(0),
+                         align_chunks=align)
+    venv.close()
+    lengths = {e["seed"]: e["length"] for e in ro.episodes}
+    assert len(lengths) >= 12 and all(n == 5 + s % 4 for s, n in lengths.items())
+    valid = ro.valid.numpy()
+    if align:
+        assert ro.base_queries <= 24 // 4 + 1  # one per boundary, plus the input of the state after the last step
+        starts = [(t, i) for i in range(6) for t in range(24) if valid[t, i] and (t == 0 or not valid[t - 1, i])]
+        assert starts and all(t % 4 == 0 for t, _ in starts)
+        idle = valid == 0
+        assert idle.any()
+        assert np.all(ro.rewards.numpy()[idle] == 0) and np.all(ro.dones.numpy()[idle] == 1)
+        adv, ret = compute_gae(ro.rewards, ro.values, ro.next_values, ro.dones, 0.99, 0.95)
+        assert torch.all(adv[ro.valid == 0] == 0)
+        assert ro.flat(adv, ret)["input"].shape[0] == int(valid.sum())
+    else:
+        assert valid.all()
+        assert ro.base_queries > 24 // 4 + 1
+
+
+def test_shaped_reward_is_potential_based_and_opt_in():
+    """rl.reward=shaped adds gamma * phi(s') - phi(s) with insertion's alignment potential (flat beyond
+    5 cm, -1 at 5 cm, 0 on the axis); sparse adds nothing; other tasks are refused by name."""
+    from robolearn.rl.rewards import insertion_alignment_potential, make_reward_fn
+
+    def obs(dx, dy):
+        o = np.zeros((1, 13), np.float32)
+        o[0, 10:12] = dx, dy
+        return {"object": o}
+
+    assert make_reward_fn("sparse", "insertion", 0.99) is None
+    assert insertion_alignment_potential(obs(0.0, 0.0))[0] == 0.0
+    assert insertion_alignment_potential(obs(0.03, 0.04))[0] == pytest.approx(-1.0)
+    assert insertion_alignment_potential(obs(0.3, 0.0))[0] == pytest.approx(-1.0)
+    fn = make_reward_fn("shaped", "insertion", 1.0)
+    path = [obs(0.2, 0.0), obs(0.04, 0.0), obs(0.01, 0.0), obs(0.0, 0.002)]
+    shaped = [float(fn(np.zeros(1), a, b, np.zeros(1, bool))[0]) for a, b in zip(path, path[1:])]
+    assert shaped[0] == pytest.approx(0.2) and shaped[1] == pytest.approx(0.6)
+    assert sum(shaped) == pytest.approx(float(insertion_alignment_potential(path[-1])[0]) + 1.0)  # telescopes
+    assert float(fn(np.ones(1), path[1], path[1], np.ones(1, bool))[0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no shaping potential for task 'lift'"):
+        make_reward_fn("shaped", "lift", 0.99)

@@ -48,6 +48,7 @@ class Rollout:
 
     input: torch.Tensor
     residual: torch.Tensor
+    valid: torch.Tensor       # 1 where the step belongs to an episode, 0 where the env waited for a chunk boundary
     log_prob: torch.Tensor
     values: torch.Tensor
     next_values: torch.Tensor
@@ -56,6 +57,14 @@ class Rollout:
     episodes: list[dict] = field(default_factory=list)   # finished episodes: seed, success, length
     timings: dict[str, float] = field(default_factory=dict)  # env_s, base_s, residual_s
     base_queries: int = 0
+
+    def flat(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The PPO batch: the valid steps only, flattened to ``(M, ...)`` (``input``, ``residual``,
+        ``log_prob``, and the given ``(T, N)`` ``advantages`` and ``returns``)."""
+        keep = self.valid.flatten() > 0
+        return {"input": self.input.flatten(0, 1)[keep], "residual": self.residual.flatten(0, 1)[keep],
+                "log_prob": self.log_prob.flatten(0, 1)[keep], "advantages": advantages.flatten()[keep],
+                "returns": returns.flatten()[keep]}
 
 
 class SeedCounter:
@@ -87,7 +96,8 @@ class SeedCounter:
 
 
 def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: SeedCounter,
-                    generator: torch.Generator, reward_fn: Callable | None = None) -> Rollout:
+                    generator: torch.Generator, reward_fn: Callable | None = None,
+                    align_chunks: bool = True) -> Rollout:
     """Run ``n_steps`` steps of the stochastic combined policy in every environment of ``venv``.
 
     The base acts per chunk (its ``n_action_steps`` open loop; one batched forward for all
@@ -103,8 +113,17 @@ def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: 
         n_steps: steps per environment ``T``.
         seeds: the RL seed counter (every episode, including the first, takes the next seed).
         generator: draws the residual's noise and the base's diffusion noise.
-        reward_fn: optional shaping ``(reward (N,), info) -> reward (N,)``; default: the task's
-            reward (sparse success).
+        reward_fn: optional shaping ``(reward (N,), obs, next_obs, terminated (N,)) -> reward (N,)``
+            (``obs``/``next_obs``: the vector env's observation dicts ``{key: (N, ...)}`` before and
+            after the step); default: the task's reward (sparse success).
+        align_chunks: an environment whose episode ends waits (its steps marked invalid: no reward,
+            no advantage, left out of the update) until the rollout step is a multiple of the base's
+            ``n_action_steps`` before its next episode starts (it is reset at once, since the vector
+            env steps every environment, idles with zero actions, and is reset again with the same
+            seed at the boundary), so every environment asks the base
+            for a chunk at the same steps and each query is one batch of all of them. Without it,
+            episodes that end early put environments out of phase and the base is queried up to
+            ``n_action_steps`` times as often (each query costs about the same at these batch sizes).
 
     Returns:
         The :class:`Rollout`.
@@ -118,16 +137,24 @@ def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: 
     length = np.zeros(n_envs, dtype=np.int64)
     success = np.zeros(n_envs, dtype=bool)
     timings = {"env_s": 0.0, "base_s": 0.0, "residual_s": 0.0}
+    period = int(policy.n_action_steps) if align_chunks else 1
+    cur_obs: dict[str, np.ndarray] = {}
 
-    def start(mask: np.ndarray):
+    def start(mask: np.ndarray, same_seed: bool = False):
         ids = np.flatnonzero(mask)
         env_seeds = [None] * n_envs
         for i in ids:
-            env_seed[i] = seeds.take()
+            if not same_seed:
+                env_seed[i] = seeds.take()
             env_seeds[i] = env_seed[i]
         t0 = time.perf_counter()
         obs, _ = venv.reset(seed=env_seeds, options={"reset_mask": mask})
         timings["env_s"] += time.perf_counter() - t0
+        for k in obs:
+            if k in cur_obs:
+                cur_obs[k][ids] = obs[k][ids]
+            else:
+                cur_obs[k] = np.array(obs[k])
         for i in ids:
             history[i].clear()
             for _ in range(To):
@@ -139,11 +166,18 @@ def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: 
     T, N, D, A = n_steps, n_envs, policy.in_dim, policy.action_dim
     buf = {"input": torch.zeros(T, N, D), "residual": torch.zeros(T, N, A), "log_prob": torch.zeros(T, N),
            "values": torch.zeros(T, N), "next_values": torch.zeros(T, N), "rewards": torch.zeros(T, N),
-           "dones": torch.zeros(T, N)}
+           "dones": torch.zeros(T, N), "valid": torch.zeros(T, N)}
     episodes: list[dict] = []
     active = [True] * N
+    waiting = np.zeros(N, dtype=bool)  # episode over, next one starts at the next chunk boundary
     final_value = {}  # (t, i) -> bootstrap value of a truncated episode's final observation
     for t in range(T):
+        if waiting.any() and t % period == 0:
+            start(waiting, same_seed=True)  # the same initial state again: the waiting steps leave no trace
+            for i in np.flatnonzero(waiting):
+                active[i] = True
+            waiting[:] = False
+        buf["valid"][t] = torch.tensor(active, dtype=torch.float32)
         q0 = actor.base.n_queries
         t0 = time.perf_counter()
         action = actor.act(active, history)
@@ -160,11 +194,18 @@ def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: 
         timings["env_s"] += time.perf_counter() - t2
         reward = np.asarray(reward, dtype=np.float32)
         if reward_fn is not None:
-            reward = np.asarray(reward_fn(reward, info), dtype=np.float32)
+            reward = np.asarray(reward_fn(reward, cur_obs, obs, np.asarray(terminated)), dtype=np.float32)
+        idle = ~np.asarray(active)
+        reward[idle] = 0.0
+        for k in obs:
+            cur_obs[k] = np.array(obs[k])
         buf["rewards"][t] = torch.from_numpy(reward)
-        done = np.asarray(terminated) | np.asarray(truncated)
-        buf["dones"][t] = torch.from_numpy(done.astype(np.float32))
-        for i in range(N):
+        ended = np.asarray(terminated) | np.asarray(truncated)
+        if (ended & idle).any():  # a waiting environment cannot stay ended in the vector env: reset it again
+            start(ended & idle, same_seed=True)
+        done = ended & ~idle
+        buf["dones"][t] = torch.from_numpy((done | idle).astype(np.float32))
+        for i in np.flatnonzero(~idle):
             history[i].append({k: obs[k][i] for k in obs_keys})
             length[i] += 1
             success[i] |= bool(info["is_success"][i])
@@ -177,11 +218,16 @@ def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: 
                 with torch.no_grad():
                     final_value[(t, i)] = float(policy.residual.value(policy.residual_input(o, base_next))[0])
         if done.any():
-            start(done)
+            start(done)  # the vector env steps every environment, so a finished one is reset at once
+            if period > 1 and (t + 1) % period:
+                waiting |= done  # ... and reset again with its seed at the next chunk boundary
+                for i in np.flatnonzero(done):
+                    active[i] = False
     # next-state values: the following step's value unless the episode ended there
     with torch.no_grad():
         actor.act(active, history)  # the input of the state after the last step (its action is not executed)
         v_after = policy.residual.value(actor.last["input"])
+    buf["values"] *= buf["valid"]
     for t in range(T):
         nxt = buf["values"][t + 1] if t + 1 < T else v_after
         buf["next_values"][t] = torch.where(buf["dones"][t] > 0, torch.zeros(N), nxt)

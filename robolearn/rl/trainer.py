@@ -124,6 +124,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     from robolearn.eval.rollout import rollout, summarize
     from robolearn.rl.collect import SeedCounter, collect_rollout, make_vector_env
     from robolearn.rl.ppo import PPOConfig, compute_gae, ppo_update
+    from robolearn.rl.rewards import make_reward_fn
     from robolearn.train.checkpoint import has_checkpoint, load_policy, load_train_state, read_policy_type
     from robolearn.utils.progress import progress_bar
 
@@ -134,6 +135,10 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints" / "latest"
     ppo = PPOConfig(**OmegaConf.to_container(rl.ppo, resolve=True))
+    try:
+        reward_fn = make_reward_fn(str(rl.reward), str(cfg.task.name), float(ppo.gamma))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     probe = make_env(cfg.task)
     action_space, obs_space = probe.action_space, probe.observation_space
     probe.close()
@@ -185,11 +190,11 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
             if rl.max_wall_s is not None and wall_s >= float(rl.max_wall_s):
                 break
             t0 = time.monotonic()
-            ro = collect_rollout(policy, venv, obs_keys, int(rl.steps_per_rollout), seeds, gen)
+            ro = collect_rollout(policy, venv, obs_keys, int(rl.steps_per_rollout), seeds, gen, reward_fn=reward_fn,
+                                 align_chunks=bool(rl.align_chunks))
             t_collect = time.monotonic() - t0
             adv, ret = compute_gae(ro.rewards, ro.values, ro.next_values, ro.dones, ppo.gamma, ppo.gae_lambda)
-            flat = {"input": ro.input.flatten(0, 1), "residual": ro.residual.flatten(0, 1),
-                    "log_prob": ro.log_prob.flatten(0, 1), "advantages": adv.flatten(), "returns": ret.flatten()}
+            flat = ro.flat(adv, ret)  # steps of environments waiting for a chunk boundary are left out
             t1 = time.monotonic()
             info = ppo_update(policy.residual, actor_opt, critic_opt, flat, ppo, gen)
             t_update = time.monotonic() - t1
@@ -199,6 +204,8 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
             row: dict[str, Any] = {
                 "iteration": it, "env_steps": env_steps, "wall_s": round(wall_s + time.monotonic() - t0, 3),
                 "episodes": len(successes), "train_success_rate": float(np.mean(successes)) if successes else None,
+                "idle_steps": int(ro.valid.numel() - flat["input"].shape[0]),
+                "mean_reward": float(ro.rewards.sum() / ro.valid.sum()),
                 "collect_s": round(t_collect, 3), "update_s": round(t_update, 3),
                 "env_steps_per_s_collect": round(steps_per_iter / t_collect, 1),
                 **{k: round(v, 3) for k, v in ro.timings.items()}, "base_queries": ro.base_queries,

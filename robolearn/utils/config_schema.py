@@ -398,7 +398,8 @@ class RLConfig:
     eval_seed_start: int = setting(5000000, ge=0)      # validation seeds (disjoint from the others: checked)
     final_eval_episodes: int = _pos_int(50)            # held-out episodes of the base vs base + residual comparison
     ckpt_every: int = _pos_int(1)                      # PPO iterations between checkpoints
-    reward: str = setting("sparse", choices=("sparse",))  # sparse: the task's success reward, no shaping
+    reward: str = setting("sparse", choices=("sparse", "shaped"))  # sparse: success only; shaped: + potential-based shaping (rl/rewards.py)
+    align_chunks: bool = True                          # finished envs wait for the next chunk boundary (one base query per chunk for all)
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
