@@ -1,6 +1,6 @@
 """`robolearn convert` in the core environment: robomimic HDF5 -> Zarr, per-episode text metadata in
 the store, bad sources (one error line, no destination), and the LeRobot directions' hand-off to the
-lerobot environment (tests/lerobot/ covers the conversions themselves, run in .venv-lerobot)."""
+lerobot environment (tests/with_lerobot/ covers the conversions themselves, run in .venv-lerobot)."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from robolearn.apps.convert import lerobot_importable
 from robolearn.cli import main
 from robolearn.data.store import EpisodeStore
 from robolearn.utils.errors import StoreError
@@ -150,8 +151,7 @@ def lerobot_dir(path: Path) -> Path:
     return path
 
 
-needs_no_lerobot = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("lerobot") is not None, reason="lerobot is importable here")
+needs_no_lerobot = pytest.mark.skipif(lerobot_importable(), reason="lerobot is importable here")
 
 
 @needs_no_lerobot

@@ -38,8 +38,12 @@ def lerobot_venv() -> Path:
 
 
 def lerobot_importable() -> bool:
-    """Whether ``lerobot`` can be imported in this interpreter."""
-    return importlib.util.find_spec("lerobot") is not None
+    """Whether lerobot's dataset module can be imported in this interpreter (a folder named
+    ``lerobot`` on ``sys.path`` is not enough)."""
+    try:
+        return importlib.util.find_spec("lerobot.datasets.lerobot_dataset") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def resolve_formats(src: str | Path, dst: str | Path, src_format: str | None = None,

@@ -46,9 +46,14 @@ VIDEO_BACKEND = "pyav"
 
 
 def _offline() -> None:
-    """Never reach the Hugging Face Hub: lerobot falls back to downloading when a local file is missing."""
+    """Never reach the Hugging Face Hub (lerobot falls back to downloading when a local file is
+    missing; the files are checked first, this is the second guard where lerobot is not imported yet),
+    and keep torchvision's deprecation notice of its video decoding off the terminal."""
+    import warnings
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    warnings.filterwarnings("ignore", message="The video decoding and encoding capabilities of torchvision")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -126,15 +131,23 @@ def lerobot_to_zarr(src: str | Path, dst: str | Path, rename: dict[str, str] | N
     _offline()
     src = Path(src)
     info = check_lerobot_files(src)
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
     from lerobot.datasets.video_utils import decode_video_frames
 
     from robolearn.utils.progress import progress_bar
 
+    repo_id = f"local/{src.name}"
+    try:  # metadata first: a file lerobot misses locally it would fetch from the Hub
+        meta = LeRobotDatasetMetadata(repo_id, root=src)
+    except Exception as exc:
+        raise StoreError(f"{src}: lerobot cannot read the metadata ({_one_line(exc)})") from None
+    for ep_idx in range(meta.total_episodes):
+        for name in meta.video_keys:
+            path = src / meta.get_video_file_path(ep_idx, name)
+            if not path.exists():
+                raise StoreError(f"{path}: missing (video {name!r} of episode {ep_idx})")
     try:
-        ds = LeRobotDataset(f"local/{src.name}", root=src, video_backend=VIDEO_BACKEND)
-    except StoreError:
-        raise
+        ds = LeRobotDataset(repo_id, root=src, video_backend=VIDEO_BACKEND)
     except Exception as exc:
         raise StoreError(f"{src}: lerobot cannot open the dataset ({_one_line(exc)})") from None
     meta = ds.meta
@@ -182,8 +195,6 @@ def lerobot_to_zarr(src: str | Path, dst: str | Path, rename: dict[str, str] | N
         for ours, name in mapping.items():
             if name in video_keys:
                 path = src / meta.get_video_file_path(ep_idx, name)
-                if not path.exists():
-                    raise StoreError(f"{path}: missing (video {name!r} of episode {ep_idx})")
                 shift = float(ep[f"videos/{name}/from_timestamp"])
                 try:
                     frames = decode_video_frames(path, [shift + t for t in timestamps], ds.tolerance_s,
@@ -231,9 +242,12 @@ def zarr_to_lerobot(src: str | Path, dst: str | Path, rename: dict[str, str] | N
             or two keys map to the same feature name.
     """
     _offline()
+    import datasets
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from robolearn.utils.progress import progress_bar
+
+    datasets.disable_progress_bars()  # one bar per episode's parquet rows otherwise; ours counts episodes
 
     store = EpisodeStore.open(src)
     fps = store.fps
@@ -249,9 +263,9 @@ def zarr_to_lerobot(src: str | Path, dst: str | Path, rename: dict[str, str] | N
                              "pass --rename KEY=LEROBOT_NAME")
         mapping[name] = k
         if info.is_image:
-            features[name] = {"dtype": "video", "shape": list(info.shape), "names": ["height", "width", "channels"]}
-        else:
-            features[name] = {"dtype": info.dtype, "shape": list(info.shape) or [1], "names": None}
+            features[name] = {"dtype": "video", "shape": tuple(info.shape), "names": ["height", "width", "channels"]}
+        else:  # lerobot compares shapes as tuples
+            features[name] = {"dtype": info.dtype, "shape": tuple(info.shape) or (1,), "names": None}
     tasks = store.episode_meta("task") if "task" in store.text_meta_keys else None
     default_task = str(store.attrs.get("task") or "robolearn episode")
     try:
