@@ -1,0 +1,206 @@
+"""Self-contained ONNX models of a policy's ``predict_action_chunk`` (for ONNX Runtime, TensorRT, edge computers).
+
+What the ONNX graph holds (nothing of robolearn is needed to run it):
+
+* the normalizer in and out (the dataset statistics are constants of the graph);
+* the observation encoder (low-dim keys, and ResNet-18-GN cameras with their centre crop);
+* for a diffusion policy, the DDIM sampler unrolled for ``K`` steps (Song et al. 2021, eta = 0, the
+  same arithmetic as diffusers' ``DDIMScheduler.step`` with ``clip_sample``), with the **initial
+  noise as an input** ``noise (B, horizon, action_dim)`` drawn from N(0, I) by the caller, so the
+  result is deterministic and comparable with eager torch for the same noise;
+* for ACT, the single forward with ``z = 0`` (temporal ensembling, a per-step average over calls,
+  stays with the caller).
+
+Inputs: ``obs.<key>`` of shape ``(B, n_obs_steps, *shape)`` (float32 for low-dim keys, uint8 for
+images), ``noise`` for diffusion. Output: ``action_chunk (B, horizon - n_obs_steps + 1, action_dim)``
+in raw units (the chunk from the current step on, as :meth:`Policy.predict_action_chunk`; execute its
+first ``n_action_steps``). The batch axis is fixed at export (1 by default, the latency case).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+ONNX_OPSET = 18
+
+
+class DDIMSampler(nn.Module):
+    """A diffusion policy's sampler as one module: ``(obs..., noise) -> action chunk``.
+
+    The DDIM update of diffusers' ``DDIMScheduler`` (``set_alpha_to_one``, eta = 0, epsilon
+    prediction, ``clip_sample`` to [-1, 1]) for the timesteps it picks for ``num_inference_steps``,
+    unrolled in Python with per-step constants, so a trace holds no scheduler object.
+
+    Args:
+        policy: a :class:`~robolearn.policies.diffusion.policy.DiffusionPolicy` (eval mode).
+        num_inference_steps: DDIM steps ``K`` (default: the policy's).
+    """
+
+    def __init__(self, policy, num_inference_steps: int | None = None):
+        super().__init__()
+        self.policy = policy
+        k = int(num_inference_steps or policy.num_inference_steps)
+        if k < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {k}")
+        sched = policy.sample_scheduler
+        sched.set_timesteps(k)
+        cfg = sched.config
+        if cfg.prediction_type != "epsilon":
+            raise ValueError(f"export supports epsilon prediction only, got {cfg.prediction_type!r}")
+        self.clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
+        alphas = sched.alphas_cumprod
+        ratio = cfg.num_train_timesteps // k
+        self.steps: list[tuple[int, float, float, float, float]] = []
+        for t in sched.timesteps.tolist():
+            prev = t - ratio
+            a_t = float(alphas[t])
+            a_prev = float(alphas[prev]) if prev >= 0 else float(sched.final_alpha_cumprod)
+            self.steps.append((int(t), (1 - a_t) ** 0.5, a_t ** 0.5, a_prev ** 0.5, (1 - a_prev) ** 0.5))
+        self.num_inference_steps = k
+        self.keys = list(policy.obs_shapes)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs``: one tensor per key of ``policy.obs_shapes`` (in order), then ``noise``."""
+        p = self.policy
+        obs = dict(zip(self.keys, inputs[:-1]))
+        x = inputs[-1]
+        cond = p._encode_obs(obs)
+        for t, s1, sa, sp, s1p in self.steps:
+            eps = p.model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
+            x0 = (x - s1 * eps) / sa
+            if self.clip is not None:
+                x0 = x0.clamp(-self.clip, self.clip)
+            x = sp * x0 + s1p * eps
+        return p.normalizer.unnormalize("action", x)[:, p.n_obs_steps - 1:]
+
+
+class ACTForward(nn.Module):
+    """ACT's chunk as one module: ``(obs...) -> action chunk`` with ``z = 0``."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        self.keys = list(policy.obs_shapes)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        # predict_action_chunk's body without its no_grad (see onnx_bytes: grad mode avoids fused kernels)
+        p = self.policy
+        obs = dict(zip(self.keys, inputs))
+        state = p._state(obs)
+        z = torch.zeros(state.shape[0], p.latent_dim, device=state.device)
+        return p.normalizer.unnormalize("action", p.decode(state, z, p._image_tokens(obs)))
+
+
+def policy_kind(policy) -> str:
+    """``"diffusion"`` or ``"act"``: which exportable family ``policy`` is.
+
+    Raises:
+        ValueError: another policy type (e.g. a residual-RL policy).
+    """
+    from robolearn.policies.act.policy import ACTPolicy
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+
+    if isinstance(policy, DiffusionPolicy):
+        return "diffusion"
+    if isinstance(policy, ACTPolicy):
+        return "act"
+    raise ValueError(f"cannot export a {type(policy).__name__}: only diffusion and ACT policies are exportable")
+
+
+def export_module(policy, num_inference_steps: int | None = None) -> nn.Module:
+    """The traceable module of ``policy`` (:class:`DDIMSampler` or :class:`ACTForward`), eval mode."""
+    kind = policy_kind(policy)
+    # eval() on the wrapper, not only the policy: the exporter restores the wrapper's mode afterwards,
+    # recursively, and a new module is in training mode (dropout, random crops)
+    return (DDIMSampler(policy, num_inference_steps) if kind == "diffusion" else ACTForward(policy)).eval()
+
+
+def example_inputs(policy, batch: int = 1, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Inputs of the exported graph in order: ``obs.<key>`` (zeros; uint8 for images), then ``noise`` for diffusion."""
+    from robolearn.policies.vision import is_image_shape
+
+    out = []
+    for k, shape in policy.obs_shapes.items():
+        dtype = torch.uint8 if is_image_shape(shape) else torch.float32
+        out.append(torch.zeros((batch, policy.n_obs_steps, *shape), dtype=dtype))
+    if policy_kind(policy) == "diffusion":
+        out.append(torch.randn((batch, policy.horizon, policy.action_dim), generator=generator))
+    return out
+
+
+def input_names(policy) -> list[str]:
+    """Names of the graph's inputs: ``obs.<key>`` per observation key, then ``noise`` for diffusion."""
+    names = [f"obs.{k}" for k in policy.obs_shapes]
+    return names + (["noise"] if policy_kind(policy) == "diffusion" else [])
+
+
+def onnx_bytes(policy, num_inference_steps: int | None = None, batch: int = 1) -> bytes:
+    """The ONNX model (opset 18) of ``policy``'s chunk prediction, serialized.
+
+    Traced with grad mode on, so the inference-only fast paths that ONNX has no op for are not
+    taken: the U-Net ``Conv1d``'s batch-1 oneDNN call and ``nn.TransformerEncoderLayer``'s fused
+    kernel; the graph holds the standard convolution and attention.
+
+    Raises:
+        ValueError: a policy that is not exportable, or ``num_inference_steps < 1``.
+        ImportError: ``onnx``/``onnxscript`` missing (``pip install robolearn[onnx]``).
+    """
+    module = export_module(policy, num_inference_steps)
+    args = tuple(example_inputs(policy, batch, torch.Generator().manual_seed(0)))
+    buf = io.BytesIO()
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, input_names=input_names(policy), output_names=["action_chunk"],
+                          opset_version=ONNX_OPSET, dynamo=True, external_data=False)
+    return buf.getvalue()
+
+
+def sidecar(policy, num_inference_steps: int | None = None, batch: int = 1,
+            units: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON description that travels with an exported model: inputs (name, shape, dtype), output,
+    obs keys, ``n_obs_steps``, ``n_action_steps``, ``horizon``, DDIM steps and the noise's law, units."""
+    from robolearn.policies.vision import is_image_shape
+
+    kind = policy_kind(policy)
+    inputs = [{"name": f"obs.{k}", "shape": [batch, policy.n_obs_steps, *s],
+               "dtype": "uint8" if is_image_shape(s) else "float32"} for k, s in policy.obs_shapes.items()]
+    if kind == "diffusion":
+        inputs.append({"name": "noise", "shape": [batch, policy.horizon, policy.action_dim], "dtype": "float32",
+                       "law": "standard normal N(0, I), drawn fresh per call"})
+    return {
+        "format": "onnx", "opset": ONNX_OPSET, "policy_type": kind, "inputs": inputs,
+        "outputs": [{"name": "action_chunk", "shape": [batch, policy.chunk_length, policy.action_dim],
+                     "dtype": "float32", "meaning": "actions from the current step on, raw units; execute "
+                                                   "the first n_action_steps"}],
+        "obs_keys": list(policy.obs_shapes), "obs_shapes": {k: list(v) for k, v in policy.obs_shapes.items()},
+        "n_obs_steps": policy.n_obs_steps, "n_action_steps": policy.n_action_steps, "horizon": policy.horizon,
+        "action_dim": policy.action_dim,
+        "num_inference_steps": (int(num_inference_steps or policy.num_inference_steps) if kind == "diffusion" else None),
+        "units": dict(units or {}) or "the demonstration store's units of each key (raw, unnormalized)",
+    }
+
+
+def export_onnx(policy, out: str | Path, num_inference_steps: int | None = None, batch: int = 1,
+                units: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``out`` (the ONNX model) and ``out`` with suffix ``.json`` (its :func:`sidecar`).
+
+    Returns:
+        ``(model path, sidecar path)``.
+
+    Raises:
+        ValueError, ImportError: see :func:`onnx_bytes`.
+    """
+    out = Path(out)
+    data = onnx_bytes(policy, num_inference_steps, batch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    side = out.with_suffix(".json")
+    side.write_text(json.dumps(sidecar(policy, num_inference_steps, batch, units), indent=2))
+    return out, side
