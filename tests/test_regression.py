@@ -7,7 +7,11 @@ commit of its own that says why (see the generator's docstring).
 
 Tolerance: with one torch thread, on one machine and torch build, the numbers are bit-identical;
 ``atol=1e-6, rtol=1e-5`` leaves room only for another CPU's summation order, far below any change
-of the model (another noise seed moves the loss by 0.35 to 0.69 here).
+of the model (another noise seed moves the loss by 0.35 to 0.69 here). Sampled actions get
+``ACTION_TOL``: ten DDIM steps feed each step's rounding into the next, and on a CPU with AVX-512 and
+AMX (where oneDNN picks other kernels than on the machine the artifacts were made on) the state
+diffusion action moved by 9.8e-5 (relative 1.2e-4) while its loss and gradients stayed within 1e-6;
+scaling one layer of the model by 1.001 moves them by 2.9e-2.
 """
 
 import importlib.util
@@ -22,6 +26,7 @@ artifacts = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(artifacts)
 
 TOL = dict(atol=1e-6, rtol=1e-5)
+ACTION_TOL = dict(atol=1e-3, rtol=1e-3)  # sampled actions (see the module docstring)
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +72,8 @@ def test_loss_gradients_and_actions_are_unchanged(case):
         artifacts.BATCH, policy.n_action_steps, artifacts.ACTION_DIM)
     assert out["action_chunk"].shape[1] == policy.horizon - policy.n_obs_steps + 1
     for k, v in out.items():
-        torch.testing.assert_close(v, stored["out"][k], **TOL, msg=lambda m, k=k: f"{case} {k}: {m}")
+        tol = ACTION_TOL if k in ("action", "action_chunk") else TOL
+        torch.testing.assert_close(v, stored["out"][k], **tol, msg=lambda m, k=k: f"{case} {k}: {m}")
 
 
 def test_old_format_checkpoint_keeps_loading_and_gives_its_action():
@@ -77,4 +83,4 @@ def test_old_format_checkpoint_keeps_loading_and_gives_its_action():
     assert cfg.policy.name == "diffusion" and cfg.task.name == "pusht"
     assert policy.obs_shapes == artifacts.CHECKPOINT_OBS and policy.n_action_steps == 4
     expected = load_file(str(artifacts.CHECKPOINT_ACTION))["action"]
-    torch.testing.assert_close(artifacts.checkpoint_action(policy), expected, **TOL)
+    torch.testing.assert_close(artifacts.checkpoint_action(policy), expected, **ACTION_TOL)
