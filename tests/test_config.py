@@ -87,7 +87,7 @@ BAD_VALUES = [
     (["train.steps=true"], r"^train\.steps=true: must be an integer >= 1$"),
     (["train.num_threads=0"], r"^train\.num_threads=0: must be null or an integer >= 1$"),
     (["train.ema_max_decay=1.5"], r"^train\.ema_max_decay=1\.5: must be a number in \[0, 1\]$"),
-    (["train.device=gpu"], r"^train\.device=gpu: must be a string: cpu, cuda, cuda:<index> or mps$"),
+    (["train.device=gpu"], r"^train\.device=gpu: must be a string: auto, cpu, cuda, cuda:<index> or mps$"),
     (["data.val_ratio=1"], r"^data\.val_ratio=1\.0: must be a number in \[0, 1\)$"),
     (["data.max_episodes=0"], r"^data\.max_episodes=0: must be null or an integer >= 1$"),
     (["collect.episodes=0"], r"^collect\.episodes=0: must be an integer >= 1$"),

@@ -20,11 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from robolearn.data.training import TrainingData
 from robolearn.policies import build_policy
+from robolearn.train import distributed
 from robolearn.train.checkpoint import has_checkpoint, load_train_state, resolve_checkpoint_dir, save_checkpoint
 from robolearn.utils.errors import ConfigError
 
 # Keys that may change between a run and its resumption (they do not change what is learned so far).
-_RESUMABLE_CHANGES = {"train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.num_threads"}
+_RESUMABLE_CHANGES = {"train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.num_threads",
+                      "train.device"}
 
 
 def _flat(cfg: DictConfig) -> dict[str, Any]:
@@ -58,6 +60,10 @@ def _val_loss(policy, data: TrainingData, batch_size: int, device: str, max_wind
 def train(cfg: DictConfig, progress: bool = True) -> Path:
     """Train the configured policy on the configured store; resume if the run directory has a checkpoint.
 
+    Under ``torchrun`` every process runs this with the same config: ``train.batch_size`` is the
+    global batch, split across the processes; rank 0 logs and writes checkpoints and the summary
+    (robolearn/train/distributed.py).
+
     Args:
         cfg: experiment config (see ``configs/config.yaml``).
         progress: show a tqdm progress bar.
@@ -68,8 +74,18 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     Raises:
         StoreError: bad dataset.
         ConfigError: the run directory holds a run with a different config (change ``run_dir``,
-            or delete the old run), or a policy option is invalid.
+            or delete the old run), or a policy option is invalid, or ``train.batch_size`` is not
+            divisible by the number of processes.
     """
+    ctx = distributed.init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, progress, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Path:
+    """:func:`train` in the process ``ctx``."""
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from torch.utils.tensorboard import SummaryWriter
@@ -78,7 +94,9 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     tc = cfg.train
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints" / "latest"
-    device = tc.device
+    device = ctx.device
+    bs = int(tc.batch_size)  # the global batch
+    local_bs = ctx.local_batch_size(bs)
     if tc.num_threads:
         torch.set_num_threads(int(tc.num_threads))
     torch.manual_seed(cfg.seed)
@@ -102,6 +120,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             )
 
     data = TrainingData(cfg)
+    ctx.check_same("training data (windows, statistics)",
+                   [len(data.train), len(data.val), *(float(np.sum(v)) for d in data.stats.values() for v in d.values())])
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
     try:
         policy = build_policy(policy_cfg, data.obs_shapes, data.action_dim, stats=data.stats).to(device)
@@ -136,12 +156,16 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             torch.set_rng_state(state["torch_rng"])
         # LambdaLR saves only its position: a changed train.steps re-targets the cosine decay.
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    metrics_f = open(run_dir / "metrics.jsonl", "a")
+    model = distributed.loss_module(policy, ctx)  # DDP with several processes: gradients averaged over ranks
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if ctx.is_main else distributed.NullWriter()
+    metrics_f = open(run_dir / "metrics.jsonl", "a") if ctx.is_main else distributed.NullWriter()
 
     def checkpoint():
+        if not ctx.is_main:
+            return
         ema.copy_to(ema_policy.parameters())
         state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema.state_dict(),
                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
@@ -150,18 +174,18 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
                         stats=data.stats)
 
     n_train = len(data.train)
-    bs = int(tc.batch_size)
     t0 = time.monotonic()
     start_step = step
-    bar = progress_bar(total=tc.steps, initial=step, desc=f"train {cfg.policy.name}", disable=not progress,
-                       unit="step")
+    bar = progress_bar(total=tc.steps, initial=step, desc=f"train {cfg.policy.name}",
+                       disable=not progress or not ctx.is_main, unit="step")
     loss_ema = None
     last_val = None
     policy.train()
     try:
         while step < tc.steps:
             idx = rng.choice(n_train, size=bs, replace=n_train < bs)
-            loss, info = policy.compute_loss(data.batch(data.train, idx, device))
+            with ctx.sliced_randomness(local_bs), torch.autocast(device.type, torch.bfloat16, enabled=bool(tc.bf16)):
+                loss, info = model(distributed.to_device(data.batch(data.train, ctx.local_slice(idx)), device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip)
@@ -169,7 +193,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             sched.step()
             ema.step(policy.parameters())
             step += 1
-            value = loss.item()
+            logged = ctx.mean(torch.stack([loss.detach().float(), *(v.detach().float() for v in info.values())]))
+            value, info = float(logged[0]), dict(zip(info, logged[1:]))  # means over the global batch
             loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
@@ -182,7 +207,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
                 for name, v in terms.items():
                     writer.add_scalar(f"train/{name}", v, step)
                 metrics_f.write(json.dumps({"step": step, "loss": value, "lr": lr, **terms}) + "\n")
-            if step % tc.val_every == 0 or step == tc.steps:
+            if (step % tc.val_every == 0 or step == tc.steps) and ctx.is_main:
                 ema.copy_to(ema_policy.parameters())
                 last_val = _val_loss(ema_policy, data, bs, device)
                 if last_val is not None:
@@ -199,6 +224,9 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         writer.close()
         metrics_f.close()
     wall = time.monotonic() - t0
+    ctx.barrier()  # the other ranks return once rank 0's checkpoint is written
+    if not ctx.is_main:
+        return ckpt_dir
     summary_path = run_dir / "train_summary.json"
     if step == start_step and summary_path.is_file():
         return ckpt_dir  # a finished run, called again: nothing trained, keep its summary
@@ -207,6 +235,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         # wall time of every session of this run, up to its last checkpoint (a killed run resumed counts both parts)
         "wall_s_total": round(wall_before + wall, 2),
         "samples_per_s": round((step - start_step) * bs / wall, 1) if wall > 0 and step > start_step else None,
+        "world_size": ctx.world_size, "batch_size": bs, "batch_size_per_rank": local_bs, "device": str(device),
         "final_loss_ema": loss_ema, "val_loss": last_val, "n_episodes": data.n_episodes,
         "n_train_windows": n_train, "n_val_episodes": len(data.val_episodes),
         "n_params": sum(p.numel() for p in policy.parameters()),

@@ -27,6 +27,7 @@ Schemas in the ``ConfigStore`` (:data:`SCHEMAS`, :func:`register_schemas`), name
 * ``schema/policy/diffusion_image`` -> :class:`DiffusionImagePolicyConfig` (``policy/diffusion_image.yaml``)
 * ``schema/policy/act`` -> :class:`ACTPolicyConfig` (``policy/act.yaml``, ``act_small``)
 * ``schema/train`` -> :class:`TrainConfig` (``train/default.yaml``, ``long``)
+* ``schema/distill`` -> :class:`DistillConfig` (``distill/default.yaml``)
 """
 
 from __future__ import annotations
@@ -309,7 +310,9 @@ class TrainConfig:
     ckpt_every: int = _pos_int(500)                    # steps between checkpoints
     log_every: int = _pos_int(20)                      # steps between logged losses
     num_threads: Optional[int] = setting(None, ge=1)   # torch threads (null = torch's default)
-    device: str = setting("cpu", pattern=r"cpu|mps|cuda(:\d+)?", pattern_doc="cpu, cuda, cuda:<index> or mps")
+    # auto: CUDA where available, else CPU; under torchrun each process takes cuda:<LOCAL_RANK>
+    device: str = setting("auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_doc="auto, cpu, cuda, cuda:<index> or mps")
+    bf16: bool = False                                 # bfloat16 autocast of the loss forward (CUDA; CPU works, slowly)
 
 
 @dataclass
@@ -411,6 +414,46 @@ class RLFileConfig:
     rl: RLConfig = field(default_factory=RLConfig)
 
 
+@dataclass
+class DistillConfig:
+    """A consistency-distillation run (``configs/distill/*.yaml``, ``robolearn distill TEACHER distill.<key>=value``):
+    consistency distillation of a diffusion teacher (Song et al. 2023, Alg. 2, in the DDPM/DDIM form of
+    Luo et al. 2023; :mod:`robolearn.train.distill`), sized for a 2-core CPU.
+
+    Rule (:func:`_distill_rules`): ``num_inference_steps <= teacher_steps`` when ``teacher_steps`` is set.
+    """
+
+    steps: int = _pos_int(2000)                        # optimizer steps
+    batch_size: int = _pos_int(128)                    # windows per step
+    lr: float = setting(1.0e-4, gt=0)                  # peak learning rate (AdamW), after linear warm-up, cosine decay
+    weight_decay: float = setting(1.0e-6, ge=0)
+    warmup_steps: int = setting(100, ge=0)             # linear warm-up (optimizer steps)
+    grad_clip: float = setting(1.0, gt=0)              # gradient-norm clip
+    target_ema: float = setting(0.95, ge=0, lt=1)      # EMA rate of the target network (Song et al. 2023: 0.95)
+    ema_power: float = setting(0.75, gt=0)             # warm-up power of the evaluation EMA (as training)
+    ema_max_decay: float = setting(0.9999, ge=0, le=1)
+    teacher_steps: Optional[int] = setting(None, ge=1)  # DDIM steps of the teacher chain distilled (null: the teacher's num_inference_steps)
+    num_inference_steps: int = setting(1, ge=1)        # student evaluations per chunk (1-3 intended)
+    sigma_data: float = setting(0.5, gt=0)             # boundary scalings (LCM's values)
+    timestep_scaling: float = setting(10.0, gt=0)
+    use_ema: bool = True                               # the teacher's EMA weights (as robolearn eval uses them)
+    data_path: Optional[str] = setting(None, nonempty=True)  # Zarr store of observations (null: the teacher's data.path)
+    val_every: int = _pos_int(250)                     # steps between validation gaps (student vs teacher samples)
+    val_windows: int = _pos_int(256)                   # held-out windows of the validation gap
+    ckpt_every: int = _pos_int(250)                    # steps between checkpoints
+    log_every: int = _pos_int(20)                      # steps between logged losses
+    num_threads: Optional[int] = setting(None, ge=1)   # torch threads (null = torch's default)
+    device: str = setting("cpu", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_doc="auto, cpu, cuda, cuda:<index> or mps")
+    seed: int = setting(0, ge=0)                       # student noise, batch order, validation noise
+
+
+@dataclass
+class DistillFileConfig:
+    """What composing ``configs/distill/<name>.yaml`` gives: its settings under ``distill``."""
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
 #: ConfigStore entries: (group or None, name) -> schema.
 SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "experiment"): ExperimentConfig,
@@ -423,6 +466,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("schema/policy", "act"): ACTPolicyConfig,
     ("schema", "train"): TrainConfig,
     ("schema", "rl"): RLConfig,
+    ("schema", "distill"): DistillConfig,
 }
 
 
@@ -499,6 +543,13 @@ def _vision_rules(v: DictConfig, root: DictConfig) -> Iterator[tuple[str, Any, s
 def _act_rules(p: DictConfig, root: DictConfig) -> Iterator[tuple[str, Any, str]]:
     if p.dim_model % p.n_heads:
         yield "dim_model", p.dim_model, f"a multiple of n_heads {p.n_heads}"
+
+
+@rule(DistillConfig)
+def _distill_rules(d: DictConfig, root: DictConfig) -> Iterator[tuple[str, Any, str]]:
+    if d.teacher_steps is not None and d.num_inference_steps > d.teacher_steps:
+        yield ("num_inference_steps", d.num_inference_steps,
+               f"an integer in [1, {d.teacher_steps}] (at most teacher_steps, the chain it was distilled on)")
 
 
 # ------------------------------------------------------------------ checking a composed config

@@ -1,0 +1,288 @@
+"""Data-parallel training across processes and nodes (``torchrun``), for :func:`robolearn.train.trainer.train`.
+
+``torchrun --nproc_per_node N`` (and, across nodes, its rendezvous: ``--nnodes``, ``--rdzv-backend
+c10d``, ``--rdzv-endpoint HOST:PORT``) starts one process per device and sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads
+them and joins the process group (NCCL on CUDA, Gloo on CPU). Without them (a plain ``robolearn
+train``) everything here is a no-op for one process.
+
+Semantics (PyTorch DistributedDataParallel, Li et al., "PyTorch Distributed", VLDB 2020):
+``train.batch_size`` is the global batch. Every rank draws the same global window indices from the
+same seeded generator and takes its contiguous slice (:meth:`DistContext.local_slice`), the
+equivalent of ``torch.utils.data.DistributedSampler`` for our with-replacement-per-step sampler
+(torch's sampler walks an epoch permutation with an interleaved slice, which is not the order a
+one-process run sees). DDP averages the gradients, so with equal slices and mean-reduced losses a
+step is the one-process step on the global batch. The random draws inside ``compute_loss``
+(diffusion noise and timesteps, crop offsets, ACT's latent) are made for the global batch on every
+rank and sliced too (:class:`RankSlicedRandomness`), so an N-process run follows the one-process run
+at the same global batch up to floating-point summation order (tests/test_ddp.py measures it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+from robolearn.utils.errors import ConfigError
+
+
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """The device of this process for ``train.device``.
+
+    Args:
+        name: ``auto`` (CUDA where available, else CPU), ``cpu``, ``mps``, ``cuda`` or ``cuda:<index>``.
+        local_rank: this process's index on its node (``LOCAL_RANK``); with several processes, a
+            CUDA device is ``cuda:<local_rank>``.
+        world_size: number of processes.
+
+    Raises:
+        ConfigError: ``cuda`` asked for where there is none, ``cuda:<index>`` with several processes
+            (each takes the GPU of its local rank), or fewer GPUs than local processes.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name}: CUDA is not available here (use train.device=auto or cpu)")
+        if world_size > 1:
+            if ":" in name:
+                raise ConfigError(f"train.device={name}: with {world_size} processes each uses the GPU of its "
+                                  "LOCAL_RANK; set train.device=cuda or auto")
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"LOCAL_RANK {local_rank}: this node has only {torch.cuda.device_count()} GPU(s); "
+                                  "start at most that many processes per node (torchrun --nproc_per_node)")
+            name = f"cuda:{local_rank}"
+        dev = torch.device(name)
+        torch.cuda.set_device(dev)
+        return dev
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a data-parallel run.
+
+    Attributes:
+        rank: global index of this process, ``0 <= rank < world_size``.
+        world_size: number of processes.
+        local_rank: index on this node.
+        device: this process's device.
+        owns_group: whether :func:`init_distributed` created the process group (then :meth:`close` destroys it).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs and writes checkpoints and the summary."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def local_batch_size(self, global_batch: int) -> int:
+        """Windows per process of a global batch.
+
+        Raises:
+            ConfigError: ``global_batch`` not divisible by ``world_size``.
+        """
+        if global_batch % self.world_size:
+            raise ConfigError(f"train.batch_size={global_batch} is the global batch and must be divisible by the "
+                              f"{self.world_size} processes (WORLD_SIZE); e.g. train.batch_size="
+                              f"{max(1, global_batch // self.world_size) * self.world_size}")
+        return global_batch // self.world_size
+
+    def local_slice(self, global_idx: np.ndarray) -> np.ndarray:
+        """This rank's contiguous part of the global batch ``(B,)`` -> ``(B / world_size,)``."""
+        b = self.local_batch_size(len(global_idx))
+        return global_idx[self.rank * b : (self.rank + 1) * b]
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks of ``values`` (any shape; detached copy). One process: ``values``."""
+        if not self.distributed:
+            return values.detach()
+        out = values.detach().clone()
+        torch.distributed.all_reduce(out)
+        return out / self.world_size
+
+    def sliced_randomness(self, local_batch: int):
+        """A context in which ``compute_loss``'s random draws are the one-process ones for this rank's
+        samples (:class:`RankSlicedRandomness`); a no-op context for one process."""
+        return RankSlicedRandomness(self, local_batch) if self.distributed else contextlib.nullcontext()
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op for one process)."""
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def check_same(self, what: str, values: np.ndarray) -> None:
+        """Raise unless ``values`` (a small float array) is equal on every rank.
+
+        Raises:
+            ConfigError: a rank differs from rank 0 (e.g. nodes that read different copies of ``data.path``).
+        """
+        if not self.distributed:
+            return
+        mine = torch.as_tensor(np.asarray(values, dtype=np.float64).ravel())
+        gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        torch.distributed.all_gather(gathered, mine)
+        for r, g in enumerate(gathered):
+            if not torch.equal(g, gathered[0]):
+                raise ConfigError(f"rank {r} sees different {what} than rank 0 ({g.tolist()[:4]} vs "
+                                  f"{gathered[0].tolist()[:4]}): every node must train on the same data.path")
+
+    def close(self) -> None:
+        """Leave the process group if :func:`init_distributed` created it."""
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group that ``torchrun`` describes in the environment, or none for one process.
+
+    Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT`` through
+    ``init_method="env://"``). Backend NCCL when the device is CUDA, else Gloo. A process group that
+    already exists is used as it is.
+
+    Args:
+        device: ``train.device`` (see :func:`resolve_device`).
+
+    Raises:
+        ConfigError: bad ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` values, or a device problem (:func:`resolve_device`).
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        world, rank = dist.get_world_size(), dist.get_rank()
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        return DistContext(rank, world, local, resolve_device(device, local, world), owns_group=False)
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError as exc:
+        raise ConfigError(f"torchrun environment: {exc} (RANK, WORLD_SIZE and LOCAL_RANK must be integers)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"torchrun environment: RANK={rank} must be in [0, WORLD_SIZE={world})")
+    dev = resolve_device(device, local, world)
+    if world == 1:
+        return DistContext(0, 1, local, dev)
+    backend = "nccl" if dev.type == "cuda" and dist.is_nccl_available() else "gloo"
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
+                            **({"device_id": dev} if backend == "nccl" else {}))
+    return DistContext(rank, world, local, dev, owns_group=True)
+
+
+class _LossModule(torch.nn.Module):
+    """``forward(batch) = policy.compute_loss(batch)``: DDP synchronises gradients of ``forward`` only."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch):
+        return self.policy.compute_loss(batch)
+
+
+def loss_module(policy: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """A module whose ``forward(batch)`` returns ``policy.compute_loss(batch)``, wrapped in
+    ``DistributedDataParallel`` when there are several processes (the constructor broadcasts rank 0's
+    weights and buffers, the normalizer statistics included, so every rank starts identical)."""
+    module = _LossModule(policy)
+    if not ctx.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    # No BatchNorm in any policy (GroupNorm), so buffers (the normalizer) never change: no per-step broadcast.
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+_LIKE = {torch.randn_like, torch.rand_like, torch.randint_like}
+_FACTORY = {torch.randn, torch.rand, torch.randint}
+
+
+class RankSlicedRandomness(TorchFunctionMode):
+    """Inside this mode, a random tensor whose leading dimension is a multiple of the local batch
+    (``B_local``, or ``B_local * k`` for sample-major flattened dims) is drawn at ``world_size`` times
+    that size, and this rank keeps its contiguous slice: the values the one-process run draws for
+    these samples. Every rank consumes the same random numbers, so generators stay equal across ranks.
+
+    Covers ``torch.randn``, ``rand``, ``randint`` and their ``*_like`` forms. Other random ops
+    (dropout masks) are drawn at the local size: equal in distribution, not bitwise equal to one process.
+
+    Args:
+        ctx: the run's :class:`DistContext`.
+        local_batch: windows per process this step.
+    """
+
+    def __init__(self, ctx: DistContext, local_batch: int):
+        super().__init__()
+        self.rank, self.world, self.b = ctx.rank, ctx.world_size, local_batch
+
+    def _sliced(self, n: int) -> bool:
+        return self.world > 1 and n > 0 and n % self.b == 0
+
+    def _cut(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        return t[self.rank * n : (self.rank + 1) * n]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _LIKE and args and isinstance(args[0], torch.Tensor) and args[0].dim() and self._sliced(args[0].shape[0]):
+            x = args[0]
+            big = x.new_empty((x.shape[0] * self.world, *x.shape[1:]))
+            return self._cut(func(big, *args[1:], **kwargs), x.shape[0])
+        if func in _FACTORY:
+            args, size_key = list(args), None
+            if "size" in kwargs:
+                size, size_key = kwargs["size"], "size"
+            elif func is torch.randint:
+                size_pos = next((i for i, a in enumerate(args) if isinstance(a, (tuple, list, torch.Size))), None)
+                size = args[size_pos] if size_pos is not None else None
+            else:
+                size_pos = 0
+                size = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else tuple(args)
+                if not (len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size))):
+                    args = [tuple(args)]
+            if size is not None and len(size) and isinstance(size[0], int) and self._sliced(size[0]):
+                big = (size[0] * self.world, *size[1:])
+                if size_key:
+                    kwargs = {**kwargs, "size": big}
+                else:
+                    args[size_pos] = big
+                return self._cut(func(*args, **kwargs), size[0])
+            return func(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a CPU batch to ``device``: through pinned memory with a non-blocking copy on CUDA, as is elsewhere."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class NullWriter:
+    """Stands in for TensorBoard's ``SummaryWriter`` and the metrics file on ranks other than 0."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def write(self, *args: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
