@@ -41,11 +41,15 @@ class DDIMSampler(nn.Module):
     Args:
         policy: a :class:`~robolearn.policies.diffusion.policy.DiffusionPolicy` (eval mode).
         num_inference_steps: DDIM steps ``K`` (default: the policy's).
+        denoiser: the noise-prediction network called at every step, ``(x (B, horizon, A),
+            t (B,) long, cond (B, cond_dim)) -> eps`` (default: ``policy.model``; the ``compile``
+            backend passes its ``torch.compile``-d copy, one graph for every step).
     """
 
-    def __init__(self, policy, num_inference_steps: int | None = None):
+    def __init__(self, policy, num_inference_steps: int | None = None, denoiser: nn.Module | None = None):
         super().__init__()
         self.policy = policy
+        self.denoiser = policy.model if denoiser is None else denoiser
         k = int(num_inference_steps or policy.num_inference_steps)
         if k < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {k}")
@@ -73,7 +77,7 @@ class DDIMSampler(nn.Module):
         x = inputs[-1]
         cond = p._encode_obs(obs)
         for t, s1, sa, sp, s1p in self.steps:
-            eps = p.model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
+            eps = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
             x0 = (x - s1 * eps) / sa
             if self.clip is not None:
                 x0 = x0.clamp(-self.clip, self.clip)
@@ -148,6 +152,13 @@ def onnx_bytes(policy, num_inference_steps: int | None = None, batch: int = 1) -
     taken: the U-Net ``Conv1d``'s batch-1 oneDNN call and ``nn.TransformerEncoderLayer``'s fused
     kernel; the graph holds the standard convolution and attention.
 
+    Exported with torch's TorchScript-based exporter (``dynamo=False``): a trace of the unrolled
+    loop, 16x faster here than the ``torch.export``-based one (measured: 7.8 s vs 126 s for the
+    state diffusion policy with 10 steps, same actions within 3e-7). Its graph is checked
+    (:func:`_trace_export_ok`); where it fails (a future torch without it) or its graph is wrong (on
+    torch 2.13 the image encoder's graph binds float64 and float32 to one ``ConvTranspose``), the
+    ``torch.export``-based exporter runs instead.
+
     Raises:
         ValueError: a policy that is not exportable, or ``num_inference_steps < 1``.
         ImportError: ``onnx``/``onnxscript`` missing (``pip install robolearn[onnx]``).
@@ -155,11 +166,37 @@ def onnx_bytes(policy, num_inference_steps: int | None = None, batch: int = 1) -
     module = export_module(policy, num_inference_steps)
     args = tuple(example_inputs(policy, batch, torch.Generator().manual_seed(0)))
     buf = io.BytesIO()
+    names = dict(input_names=input_names(policy), output_names=["action_chunk"], opset_version=ONNX_OPSET)
     with torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buf, input_names=input_names(policy), output_names=["action_chunk"],
-                          opset_version=ONNX_OPSET, dynamo=True, external_data=False)
+        try:
+            torch.onnx.export(module, args, buf, dynamo=False, **names)
+            ok = _trace_export_ok(buf.getvalue())
+        except Exception:  # noqa: BLE001  (no TorchScript exporter, or an op it lacks: the dynamo one)
+            ok = False
+        if not ok:
+            buf = io.BytesIO()
+            torch.onnx.export(module, args, buf, dynamo=True, external_data=False, **names)
     return buf.getvalue()
+
+
+def _trace_export_ok(data: bytes) -> bool:
+    """Whether a TorchScript-exporter model is well typed: it passes ``onnx.checker``'s full check
+    and holds no float64 (every policy computes in float32; a float64 initializer or cast is the
+    exporter's scalar-type inference gone wrong, which ONNX Runtime refuses to load)."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    double = onnx.TensorProto.DOUBLE
+    if any(t.data_type == double for t in model.graph.initializer):
+        return False
+    if any(n.op_type == "Cast" and any(a.name == "to" and a.i == double for a in n.attribute) for n in model.graph.node):
+        return False
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception:  # noqa: BLE001  (onnx's checker and shape-inference errors share no base class)
+        return False
+    return True
 
 
 def sidecar(policy, num_inference_steps: int | None = None, batch: int = 1,

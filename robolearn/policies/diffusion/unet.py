@@ -38,12 +38,13 @@ class Conv1d(nn.Conv1d):
     its native im2col kernel, which is 2-4x slower here than oneDNN for the 128- and 256-channel
     layers of this network (measured on our 2-core CPU: 400 µs vs 200 µs for 256 channels, length 4).
     Deployment queries the policy with a batch of one, so this is the case that matters for latency.
-    Training and batched evaluation use the standard path. Same parameters, same state-dict keys.
+    Training and batched evaluation use the standard path, and so does ``torch.compile``'s trace (its
+    fake tensors cannot enter oneDNN's call). Same parameters, same state-dict keys.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and self.in_channels >= 128
-                and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available()
                 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)):
             return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding, self.stride,
                                             self.dilation, self.groups)
