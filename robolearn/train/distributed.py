@@ -265,11 +265,99 @@ class RankSlicedRandomness(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _Windows(torch.utils.data.Dataset):
+    """``dataset[idx]``: the CPU batch of windows ``idx`` (``(b,)`` int64) of a sampler, for DataLoader workers."""
+
+    def __init__(self, data, sampler):
+        self.data, self.sampler = data, sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, idx):
+        return self.data.batch(self.sampler, idx)
+
+
+class _Draws:
+    """The index sequence of a :class:`BatchStream` for its DataLoader (drawn in the main process)."""
+
+    def __init__(self, stream: "BatchStream"):
+        self.stream = stream
+
+    def __iter__(self):
+        while True:
+            state, idx = self.stream._draw()
+            self.stream._pending.append(state)
+            yield idx
+
+
+class BatchStream:
+    """This rank's training batches, one per step: the global batch of ``global_batch`` window
+    indices drawn from ``rng`` (``rng.choice``, without replacement unless the sampler has fewer
+    windows), this rank's contiguous slice of it gathered and moved to the device.
+
+    With ``num_workers > 0`` the windows are gathered (images copied out of the in-memory store) by
+    ``torch.utils.data.DataLoader`` worker processes a few steps ahead, into pinned memory on CUDA.
+    The indices are still drawn in this process, in the same order, so the batches are the same as
+    with ``num_workers=0``; :meth:`rng_state` gives the generator state before the first draw not yet
+    trained on, which is what a checkpoint saves (a resumed run continues with the same batches).
+
+    Args:
+        data: the run's :class:`robolearn.data.training.TrainingData` (``data.train`` is sampled).
+        ctx: the run's :class:`DistContext`.
+        rng: the run's ``numpy.random.Generator`` (shared: draws advance it).
+        global_batch: windows per step over all ranks.
+        num_workers: DataLoader worker processes (0: gather in this process, at each step).
+
+    Raises:
+        ConfigError: ``global_batch`` not divisible by the number of processes.
+    """
+
+    def __init__(self, data, ctx: DistContext, rng: np.random.Generator, global_batch: int, num_workers: int = 0):
+        import collections
+
+        ctx.local_batch_size(global_batch)
+        self.data, self.ctx, self.rng, self.global_batch = data, ctx, rng, global_batch
+        self._pending: collections.deque = collections.deque()
+        self._loader = None
+        if num_workers > 0:
+            loader = torch.utils.data.DataLoader(_Windows(data, data.train), batch_size=None, sampler=_Draws(self),
+                                                 num_workers=num_workers, pin_memory=ctx.device.type == "cuda",
+                                                 prefetch_factor=2,
+                                                 # its own generator for the workers' seeds: the run's torch
+                                                 # generator (diffusion noise) must not move
+                                                 generator=torch.Generator().manual_seed(0))
+            self._loader = iter(loader)
+
+    def _draw(self) -> tuple[dict, np.ndarray]:
+        n = len(self.data.train)
+        state = self.rng.bit_generator.state
+        idx = self.rng.choice(n, size=self.global_batch, replace=n < self.global_batch)
+        return state, self.ctx.local_slice(idx)
+
+    def next(self) -> dict[str, torch.Tensor]:
+        """The next step's batch ``{"obs.<key>": (b, To, ...), "action": (b, T, A)}`` on the device, ``b`` the local batch."""
+        if self._loader is None:
+            _, idx = self._draw()
+            return to_device(self.data.batch(self.data.train, idx), self.ctx.device)
+        batch = next(self._loader)
+        self._pending.popleft()  # the oldest draw is the batch just returned (the loader keeps the order)
+        return to_device(batch, self.ctx.device)
+
+    def rng_state(self) -> dict:
+        """The generator state before the first draw whose batch was not returned yet (to checkpoint)."""
+        return self._pending[0] if self._pending else self.rng.bit_generator.state
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._loader = None  # the iterator's finaliser shuts its workers down
+
+
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move a CPU batch to ``device``: through pinned memory with a non-blocking copy on CUDA, as is elsewhere."""
     if device.type != "cuda":
         return {k: v.to(device) for k, v in batch.items()}
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class NullWriter:

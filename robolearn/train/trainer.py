@@ -26,7 +26,7 @@ from robolearn.utils.errors import ConfigError
 
 # Keys that may change between a run and its resumption (they do not change what is learned so far).
 _RESUMABLE_CHANGES = {"train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.num_threads",
-                      "train.device"}
+                      "train.device", "train.num_workers"}
 
 
 def _flat(cfg: DictConfig) -> dict[str, Any]:
@@ -168,12 +168,13 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
             return
         ema.copy_to(ema_policy.parameters())
         state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema.state_dict(),
-                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": stream.rng_state(), "torch_rng": torch.get_rng_state(),
                  "wall_s": wall_before + time.monotonic() - t0}
         save_checkpoint(ckpt_dir, policy, cfg, cfg.policy.name, ema_policy=ema_policy, train_state=state,
                         stats=data.stats)
 
     n_train = len(data.train)
+    stream = distributed.BatchStream(data, ctx, rng, bs, int(tc.num_workers))  # this rank's slice of each global batch
     t0 = time.monotonic()
     start_step = step
     bar = progress_bar(total=tc.steps, initial=step, desc=f"train {cfg.policy.name}",
@@ -183,9 +184,9 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
     policy.train()
     try:
         while step < tc.steps:
-            idx = rng.choice(n_train, size=bs, replace=n_train < bs)
+            batch = stream.next()
             with ctx.sliced_randomness(local_bs), torch.autocast(device.type, torch.bfloat16, enabled=bool(tc.bf16)):
-                loss, info = model(distributed.to_device(data.batch(data.train, ctx.local_slice(idx)), device))
+                loss, info = model(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip)
@@ -220,6 +221,7 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
         if step > start_step or not has_checkpoint(ckpt_dir):  # a finished run called again stays as it is
             checkpoint()
     finally:
+        stream.close()
         bar.close()
         writer.close()
         metrics_f.close()

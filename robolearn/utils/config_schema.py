@@ -313,6 +313,7 @@ class TrainConfig:
     # auto: CUDA where available, else CPU; under torchrun each process takes cuda:<LOCAL_RANK>
     device: str = setting("auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_doc="auto, cpu, cuda, cuda:<index> or mps")
     bf16: bool = False                                 # bfloat16 autocast of the loss forward (CUDA; CPU works, slowly)
+    num_workers: int = setting(0, ge=0)                # DataLoader processes gathering batches ahead (0: in the training process)
 
 
 @dataclass
