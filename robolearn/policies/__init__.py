@@ -11,6 +11,7 @@ from robolearn.utils.imports import load_object
 POLICIES: dict[str, str] = {
     "diffusion": "robolearn.policies.diffusion.policy:DiffusionPolicy",
     "act": "robolearn.policies.act.policy:ACTPolicy",
+    "consistency": "robolearn.policies.consistency:ConsistencyPolicy",  # distilled from a diffusion policy by `robolearn distill`
     "residual": "robolearn.rl.residual:ResidualPolicy",  # a frozen base + a residual trained by `robolearn rl`
 }
 
