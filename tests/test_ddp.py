@@ -76,6 +76,12 @@ def test_global_batch_not_divisible_by_the_processes_is_refused(tmp_path):
     assert "train.batch_size=15 is the global batch and must be divisible by the 2 processes" in done.stderr
 
 
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    toy_store(tmp_path / "toy.zarr")
+    train(load_config([*overrides(tmp_path, 3), "train.log_every=1", "train.device=cpu", "train.bf16=true"]), progress=False)
+    assert np.isfinite(losses(tmp_path / "run")).all() and len(losses(tmp_path / "run")) == 3
+
+
 def test_local_batch_size_error_names_the_value():
     from robolearn.train.distributed import DistContext
     from robolearn.utils.errors import ConfigError

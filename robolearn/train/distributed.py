@@ -126,21 +126,22 @@ class DistContext:
         if self.distributed:
             torch.distributed.barrier()
 
-    def check_same(self, what: str, values: np.ndarray) -> None:
+    def check_same(self, what: str, values: np.ndarray, hint: str = "every node must train on the same data.path") -> None:
         """Raise unless ``values`` (a small float array) is equal on every rank.
 
         Raises:
-            ConfigError: a rank differs from rank 0 (e.g. nodes that read different copies of ``data.path``).
+            ConfigError: a rank differs from rank 0 (e.g. nodes that read different copies of
+                ``data.path``); the message names the rank, ``what`` and ends with ``hint``.
         """
         if not self.distributed:
             return
-        mine = torch.as_tensor(np.asarray(values, dtype=np.float64).ravel())
+        mine = torch.as_tensor(np.asarray(values, dtype=np.float64).ravel(), device=self.device)  # NCCL: device tensors
         gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
         torch.distributed.all_gather(gathered, mine)
         for r, g in enumerate(gathered):
             if not torch.equal(g, gathered[0]):
                 raise ConfigError(f"rank {r} sees different {what} than rank 0 ({g.tolist()[:4]} vs "
-                                  f"{gathered[0].tolist()[:4]}): every node must train on the same data.path")
+                                  f"{gathered[0].tolist()[:4]}): {hint}")
 
     def close(self) -> None:
         """Leave the process group if :func:`init_distributed` created it."""

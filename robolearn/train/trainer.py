@@ -155,6 +155,7 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
         # LambdaLR saves only its position: a changed train.steps re-targets the cosine decay.
+    ctx.check_same("resume step", [step], hint=f"every node must see the checkpoints of run_dir={run_dir} (a shared filesystem)")
 
     model = distributed.loss_module(policy, ctx)  # DDP with several processes: gradients averaged over ranks
     if ctx.is_main:
