@@ -95,3 +95,63 @@ def test_accelerate_falls_back_with_one_warning_when_onnxruntime_is_missing(monk
     assert len(caught) == 1 and "running eager torch" in str(caught[0].message)
     with pytest.raises(ValueError, match="unknown inference backend"):
         accelerate(policy, "tensorrt")
+
+
+def test_cli_export_writes_model_and_sidecar_and_prints_parity(tmp_path, capsys):
+    from robolearn.cli import main
+    from test_deploy import tiny_lift_checkpoint
+
+    ckpt = tiny_lift_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "edge" / "lift.onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out), "--num-inference-steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "3 DDIM steps unrolled" in printed
+    diff = float(printed.split("max |onnxruntime - eager| ")[1].split()[0])
+    assert diff < ATOL
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["num_inference_steps"] == 3 and meta["inputs"][-1]["name"] == "noise"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [i["name"] for i in meta["inputs"]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "{tmp}/nowhere"], r"nowhere"),
+    (["export", "{ckpt}", "--format", "tensorrt"], r"unsupported export format 'tensorrt'; supported: onnx"),
+    (["export", "{ckpt}", "--batch", "0"], r"--batch must be >= 1, got 0"),
+    (["export", "{ckpt}", "--num-inference-steps", "0"], r"inference steps must be >= 1, got 0"),
+])
+def test_cli_export_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    import re
+
+    from robolearn.cli import main
+    from test_deploy import tiny_lift_checkpoint
+
+    ckpt = tiny_lift_checkpoint(tmp_path / "ckpt") if "{ckpt}" in argv else None
+    assert main([a.format(tmp=tmp_path, ckpt=ckpt) for a in argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("robolearn: error: ") and re.search(message, err[0]), err
+    assert not list(tmp_path.glob("**/*.onnx"))
+
+
+def test_deploy_and_eval_take_a_backend(tmp_path):
+    from robolearn.apps.deploy import CheckpointPolicy
+    from robolearn.cli import build_parser
+    from robolearn.eval.rollout import evaluate_checkpoint
+    from test_deploy import tiny_lift_checkpoint
+
+    ckpt = tiny_lift_checkpoint(tmp_path / "ckpt")
+    eager, fast = CheckpointPolicy(ckpt)(), CheckpointPolicy(ckpt, backend="onnxruntime")()
+    obs = {k: np.random.default_rng(3).normal(size=(2, *s)).astype(np.float32)
+           for k, s in {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,),
+                        "object": (10,)}.items()}
+    torch.manual_seed(11)
+    a = fast(obs)
+    torch.manual_seed(11)
+    np.testing.assert_allclose(a, eager(obs), atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="unknown inference backend 'tvm'"):
+        CheckpointPolicy(ckpt, backend="tvm").check()
+    with pytest.raises(ValueError, match="unknown inference backend 'tvm'"):
+        evaluate_checkpoint(tmp_path / "not_read", 1, backend="tvm")
+    for cmd in ("eval", "deploy"):
+        assert build_parser().parse_args([cmd, "ckpt"]).backend == "eager"
+        assert build_parser().parse_args([cmd, "ckpt", "--backend", "compile"]).backend == "compile"

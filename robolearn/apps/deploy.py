@@ -44,21 +44,28 @@ class CheckpointPolicy:
         path: checkpoint or run directory.
         use_ema: use the EMA weights.
         num_inference_steps: override a diffusion policy's denoising steps.
+        backend: inference backend (:func:`robolearn.policies.fast.accelerate`, with the worker's
+            torch thread count; eager where the backend is missing). Exporting or compiling happens
+            in the worker, before the warm-up call.
     """
 
-    def __init__(self, path: str | Path, use_ema: bool = True, num_inference_steps: int | None = None):
+    def __init__(self, path: str | Path, use_ema: bool = True, num_inference_steps: int | None = None,
+                 backend: str = "eager"):
         self.path = str(path)
         self.use_ema = use_ema
         self.num_inference_steps = num_inference_steps
+        self.backend = backend
 
     def __call__(self):
         import torch
 
         from robolearn.eval.rollout import set_inference_steps
+        from robolearn.policies.fast import accelerate
         from robolearn.train.checkpoint import load_policy
 
         policy, _ = load_policy(self.path, use_ema=self.use_ema)
         set_inference_steps(policy, self.num_inference_steps)
+        policy = accelerate(policy, self.backend, threads=torch.get_num_threads())
 
         def predict(obs: dict[str, np.ndarray]) -> np.ndarray:
             batch = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None] for k, v in obs.items()}
@@ -71,18 +78,23 @@ class CheckpointPolicy:
 
     def check(self) -> None:
         """Load the checkpoint once in this process and drop it, so that a bad ``policy.json``,
-        weights that do not load or fit, or a ``num_inference_steps`` the policy cannot take end in
-        their own one-line error before the policy process starts (a load failure there arrives
-        as the worker's traceback).
+        weights that do not load or fit, or a ``num_inference_steps`` or backend the policy cannot
+        take end in their own one-line error before the policy process starts (a load failure there
+        arrives as the worker's traceback).
 
         Raises:
             CheckpointError: see :func:`robolearn.train.checkpoint.load_policy`.
-            ValueError: see :func:`robolearn.eval.rollout.set_inference_steps`.
+            ValueError: see :func:`robolearn.eval.rollout.set_inference_steps` and
+                :func:`robolearn.policies.fast.check_backend`.
         """
         from robolearn.eval.rollout import set_inference_steps
+        from robolearn.policies.fast import check_backend
         from robolearn.train.checkpoint import load_policy
 
-        set_inference_steps(load_policy(self.path, use_ema=self.use_ema)[0], self.num_inference_steps)
+        check_backend(self.backend)
+        policy = load_policy(self.path, use_ema=self.use_ema)[0]
+        set_inference_steps(policy, self.num_inference_steps)
+        check_backend(self.backend, policy)
 
 
 class PolicyStack:
@@ -93,7 +105,7 @@ class PolicyStack:
         checkpoint: checkpoint or run directory.
         robot: robot name (``hardware/<robot>.yaml``) or a YAML path.
         stall_s, stall_calls: fault injection: the given chunk numbers (1-based) take ``stall_s`` longer.
-        use_ema, policy_threads, num_inference_steps: see :func:`deploy`.
+        use_ema, policy_threads, num_inference_steps, backend: see :func:`deploy`.
 
     Attributes:
         cfg, rcfg: the checkpoint's and the robot's configs.
@@ -113,7 +125,7 @@ class PolicyStack:
 
     def __init__(self, checkpoint: str | Path, robot: str = "sim", stall_s: float = 0.0,
                  stall_calls: tuple[int, ...] = (), use_ema: bool = True, policy_threads: int = 1,
-                 num_inference_steps: int | None = None):
+                 num_inference_steps: int | None = None, backend: str = "eager"):
         from robolearn.train.checkpoint import read_checkpoint_config
 
         self.rcfg = rcfg = load_robot_config(robot)  # first: a bad robot config is named before any other work
@@ -141,7 +153,8 @@ class PolicyStack:
             raise ConfigError(f"loop rate {self.rate_hz} Hz is not a multiple of the policy rate {self.policy_hz} Hz")
         self.ticks_per_slot = int(round(ratio))
         self.slot_s = 1.0 / self.policy_hz
-        factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps)
+        factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps,
+                                   backend=backend)
         factory.check()
         self.robot = rb = make_robot(rcfg)
         if not isinstance(rb, SimulatedRobot):
@@ -185,7 +198,7 @@ class PolicyStack:
 def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_start: int | None = None,
            realtime: bool = True, stall_s: float = 0.0, stall_every: int = 0, use_ema: bool = True,
            policy_threads: int = 1, num_inference_steps: int | None = None,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, backend: str = "eager") -> dict[str, Any]:
     """Run ``episodes`` policy episodes on a robot through runner, scheduler, safety layer and loop.
 
     Args:
@@ -201,6 +214,8 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             waits for it (measured: 75 ms per chunk with one thread, 350 ms with two).
         num_inference_steps: override a diffusion policy's denoising steps (as ``robolearn eval``
             allows, so both can be compared at the same setting).
+        backend: the policy's inference backend, ``"eager"``, ``"onnxruntime"`` or ``"compile"``
+            (:mod:`robolearn.policies.fast`; eager, with a warning, where the backend is missing).
 
     Returns:
         Success rate with its interval (like ``robolearn eval``), per-episode results (seed,
@@ -218,7 +233,8 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
     check_episode_args(episodes, seed_start)
     st = PolicyStack(checkpoint, robot, stall_s=stall_s,
                      stall_calls=tuple(range(stall_every, 100_000, stall_every)) if stall_every > 0 else (),
-                     use_ema=use_ema, policy_threads=policy_threads, num_inference_steps=num_inference_steps)
+                     use_ema=use_ema, policy_threads=policy_threads, num_inference_steps=num_inference_steps,
+                     backend=backend)
     cfg, rcfg, rb, runner, scheduler, source = st.cfg, st.rcfg, st.robot, st.runner, st.scheduler, st.source
     task, rate_hz, policy_hz, ticks_per_slot, slot_s = st.task, st.rate_hz, st.policy_hz, st.ticks_per_slot, st.slot_s
     max_steps = int(cfg.task.max_episode_steps)
@@ -267,7 +283,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         "policy_latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                               "max": float(lat.max())} if len(lat) else {},
         "stale_dropped": int(sum(r["stale_dropped"] for r in results)), "dry_periods": int(sum(r["dry"] for r in results)),
-        "stall_s": stall_s, "stall_every": stall_every, "num_inference_steps": num_inference_steps,
+        "stall_s": stall_s, "stall_every": stall_every, "num_inference_steps": num_inference_steps, "backend": backend,
         "episodes": results,
     })
     return out

@@ -259,7 +259,8 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None, n_envs: int | None = None,
                         use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = (),
                         num_inference_steps: int | None = None, n_videos: int = 0,
-                        video_dir: str | Path | None = None, n_action_steps: int | None = None) -> dict:
+                        video_dir: str | Path | None = None, n_action_steps: int | None = None,
+                        backend: str = "eager") -> dict:
     """Load a checkpoint and evaluate it on ``episodes`` seeded episodes.
 
     Seeds are ``seed_start, seed_start + 1, ...`` skipping any in ``exclude_seeds`` and any seed of
@@ -267,7 +268,9 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     still there), so evaluation never replays a demo's initial state. ``num_inference_steps``
     overrides a diffusion policy's denoising steps (fewer steps: lower latency), ``n_action_steps``
     the actions executed per chunk (fewer: more closed-loop, more policy calls). ``n_videos`` and
-    ``video_dir`` record the first episodes as MP4 (see :func:`rollout`).
+    ``video_dir`` record the first episodes as MP4 (see :func:`rollout`). ``backend`` runs the policy
+    through :func:`robolearn.policies.fast.accelerate` (``"onnxruntime"``, ``"compile"``; eager where
+    the backend is missing), with torch's thread count.
 
     Returns:
         The :func:`summarize` dict plus ``checkpoint``, ``task``, ``seeds``, ``episodes`` (per-episode
@@ -275,18 +278,22 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
 
     Raises:
         CheckpointError: unreadable checkpoint.
-        ValueError: a bad argument (:func:`check_episode_args`; ``n_envs < 1``, ``n_videos < 0``),
-            checked before the checkpoint is read, or a step count the policy cannot take.
+        ValueError: a bad argument (:func:`check_episode_args`; ``n_envs < 1``, ``n_videos < 0``, an
+            unknown backend), checked before the checkpoint is read, or a step count or backend the
+            policy cannot take.
     """
+    from robolearn.policies.fast import accelerate, check_backend
     from robolearn.train.checkpoint import load_policy
 
     check_episode_args(episodes, seed_start)
     for name, value, lo in (("n_envs", n_envs, 1), ("n_videos", n_videos, 0)):
         if value is not None and value < lo:
             raise ValueError(f"{name} must be >= {lo}, got {value}")
+    check_backend(backend)
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
     set_inference_steps(policy, num_inference_steps)
     set_action_steps(policy, n_action_steps)
+    policy = accelerate(policy, backend, threads=torch.get_num_threads())
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
     seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
     t0 = time.monotonic()
@@ -295,7 +302,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
                 "num_inference_steps": getattr(policy, "num_inference_steps", None),
-                "n_action_steps": policy.n_action_steps,
+                "n_action_steps": policy.n_action_steps, "backend": getattr(policy, "backend", "eager"),
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})
     return out

@@ -174,6 +174,21 @@ class CompiledPolicy(_Accelerated):
             return self._samplers[steps](*inputs, noise)
 
 
+def check_backend(backend: str, policy=None) -> None:
+    """Check, without exporting or compiling, that ``backend`` is known and can run ``policy`` (when given).
+
+    Raises:
+        ValueError: unknown backend, or a non-eager backend for a policy that is neither diffusion
+            nor ACT (e.g. a residual-RL policy).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown inference backend {backend!r}; known: {list(BACKENDS)}")
+    if backend != "eager" and policy is not None:
+        from robolearn.policies.export import policy_kind
+
+        policy_kind(policy)
+
+
 def accelerate(policy, backend: str = "onnxruntime", threads: int | None = None):
     """``policy`` on ``backend`` (see the module docstring); the eager policy, with one warning
     line, where the backend's package is missing (onnxruntime) or compiling fails (compile).
@@ -185,10 +200,9 @@ def accelerate(policy, backend: str = "onnxruntime", threads: int | None = None)
             backends use torch's own setting.
 
     Raises:
-        ValueError: unknown backend, or a policy the backend cannot run.
+        ValueError: unknown backend, or a policy the backend cannot run (:func:`check_backend`).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown inference backend {backend!r}; known: {list(BACKENDS)}")
+    check_backend(backend, policy)
     if backend == "eager":
         return policy
     if backend == "compile":
