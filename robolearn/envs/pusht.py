@@ -30,8 +30,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from robolearn.envs.push_planner import PlanarPushPlanner, TeeShape
 from robolearn.envs.rendering import CameraEnvMixin
-from robolearn.utils.rotations import wrap_angle
 
 WORKSPACE = 0.25            # half-size of the square workspace (m)
 PUSHER_RADIUS = 0.015
@@ -206,53 +206,18 @@ class PushTEnv(CameraEnvMixin, gym.Env):
 
 
 # ---------------------------------------------------------------------------------------------- expert
-_COM = np.array([0.0, STEM_CENTRE_Y * (2 * STEM_HALF[0] * 2 * STEM_HALF[1])
-                 / (4 * BAR_HALF[0] * BAR_HALF[1] + 4 * STEM_HALF[0] * STEM_HALF[1])])  # block frame (m)
+#: The block and pusher of this task for the planar push planner (m; block frame as here).
+SHAPE = TeeShape(BAR_HALF, STEM_CENTRE_Y, STEM_HALF, PUSHER_RADIUS)
 
 
 def tee_sdf(points: np.ndarray) -> np.ndarray:
     """Signed distance (m) of block-frame points ``(N, 2)`` to the T (negative inside)."""
-    def box(p, centre, half):
-        q = np.abs(p - centre) - half
-        return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(np.max(q, axis=1), 0.0)
-
-    return np.minimum(box(points, np.zeros(2), np.array(BAR_HALF)),
-                      box(points, np.array([0.0, STEM_CENTRE_Y]), np.array(STEM_HALF)))
-
-
-def _contact_candidates(spacing: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """Points on the T's outline ``(N, 2)`` and their outward normals, block frame, where the
-    pusher (a disc) can touch the block at that point only."""
-    bx, by = BAR_HALF
-    sx, sy0, sy1 = STEM_HALF[0], STEM_CENTRE_Y - STEM_HALF[1], STEM_CENTRE_Y + STEM_HALF[1]
-    edges = [  # (start, end, normal)
-        ((-bx, by), (bx, by), (0, 1)), ((-bx, -by), (-bx, by), (-1, 0)), ((bx, -by), (bx, by), (1, 0)),
-        ((-bx, -by), (-sx, -by), (0, -1)), ((sx, -by), (bx, -by), (0, -1)),
-        ((-sx, sy0), (-sx, sy1), (-1, 0)), ((sx, sy0), (sx, sy1), (1, 0)), ((-sx, sy0), (sx, sy0), (0, -1)),
-    ]
-    pts, normals = [], []
-    for a, b, n in edges:
-        a, b, n = np.array(a), np.array(b), np.array(n, float)
-        k = max(2, int(np.ceil(np.linalg.norm(b - a) / spacing)) + 1)
-        for t in np.linspace(0.1, 0.9, k):
-            p = a + t * (b - a)
-            centre = p + n * PUSHER_RADIUS
-            if tee_sdf(centre[None])[0] > PUSHER_RADIUS - 1e-4:  # the disc touches here and nowhere closer
-                pts.append(p)
-                normals.append(n)
-    return np.array(pts), np.array(normals)
+    return SHAPE.sdf(points)
 
 
 class PushTExpert:
-    """Scripted PushT pusher: greedy quasi-static pushes, re-planned every step.
-
-    Each step it scores every contact point on the T's outline by how well a push there (along the
-    inward normal) would reduce the pose error, using the quasi-static approximation that a push
-    ``d`` at lever arm ``r`` from the centre of mass translates the block along ``d`` and turns it
-    by ``(r × d) / ρ²``. Position and yaw errors are weighed by ``yaw_weight`` metres per radian.
-    It then drives the pusher to that contact around the block (along a circle that clears it)
-    and pushes a distance proportional to the remaining error. A new contact is taken only when it
-    scores clearly better than the current one, so demonstrations are not jittery.
+    """Scripted PushT pusher: :class:`robolearn.envs.push_planner.PlanarPushPlanner` (greedy
+    quasi-static pushes, re-planned every step) in this task's metres.
 
     Args:
         max_step: largest pusher move per step (m, at 10 Hz).
@@ -267,80 +232,22 @@ class PushTExpert:
         seed: unused (the expert is deterministic); kept for the common expert interface.
     """
 
-    RHO2 = 0.04 ** 2  # squared radius of the quasi-static rotation model (m^2)
-
     def __init__(self, max_step: float = 0.03, gain: float = 1.0, yaw_weight: float = 0.06, switch: float = 0.8,
                  standoff: float = 0.01, clearance: float = 0.01, seed: int | None = None):
-        self.max_step, self.gain, self.yaw_weight, self.switch = max_step, gain, yaw_weight, switch
-        self.standoff, self.clearance = standoff, clearance
-        self.points, self.normals = _contact_candidates()
-        self.reset()
+        self.planner = PlanarPushPlanner(SHAPE, GOAL, -WORKSPACE, WORKSPACE, scale=1.0, max_step=max_step, gain=gain,
+                                         yaw_weight=yaw_weight, switch=switch, standoff=standoff, clearance=clearance)
+
+    @property
+    def pushing(self) -> bool:
+        """Whether the last action pushed (else it moved towards a contact)."""
+        return self.planner.pushing
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode."""
-        self.contact: int | None = None
-        self.pushing = False  # whether the last action pushed (else it moved towards a contact)
-
-    def _scores(self, pose: np.ndarray) -> np.ndarray:
-        c, s = np.cos(pose[2]), np.sin(pose[2])
-        rot = np.array([[c, -s], [s, c]])
-        com_world = pose[:2] + rot @ _COM
-        goal_rot = np.array([[np.cos(GOAL[2]), -np.sin(GOAL[2])], [np.sin(GOAL[2]), np.cos(GOAL[2])]])
-        goal_com = np.array(GOAL[:2]) + goal_rot @ _COM
-        err = np.array([*(goal_com - com_world), self.yaw_weight * wrap_angle(GOAL[2] - pose[2])])
-        d = -(self.normals @ rot.T)                    # push directions, world
-        r = (self.points - _COM) @ rot.T               # lever arms, world
-        turn = (r[:, 0] * d[:, 1] - r[:, 1] * d[:, 0]) / self.RHO2
-        motion = np.column_stack([d, self.yaw_weight * turn])
-        scores = motion @ err / np.linalg.norm(motion, axis=1)
-        # A contact whose approach point lies outside the workspace cannot be reached.
-        approach = pose[:2] + (self.points + self.normals * (PUSHER_RADIUS + 0.01)) @ rot.T
-        scores[np.any(np.abs(approach) > WORKSPACE - 0.005, axis=1)] = -np.inf
-        return scores, err
+        self.planner.reset()
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Pusher target ``(2,)`` (m) for an observation of :class:`PushTEnv`."""
-        pusher = obs["agent_pos"].astype(np.float64)
+        """Pusher target ``(2,)`` float32 (m) for an observation of :class:`PushTEnv`."""
         o = obs["object"].astype(np.float64)
         pose = np.array([o[0], o[1], np.arctan2(o[3], o[2])])
-        scores, err = self._scores(pose)
-        best = int(np.argmax(scores))
-        if self.contact is None or scores[self.contact] < self.switch * scores[best]:
-            self.contact = best
-        i = self.contact
-        push = -self.normals[i]
-        contact_centre = to_world((self.points[i] + self.normals[i] * PUSHER_RADIUS)[None], pose)[0]
-        push_world = to_world(push[None], (0.0, 0.0, pose[2]))[0]
-        # Relative to the contact: along the push direction (negative: outside) and across it.
-        rel = pusher - contact_centre
-        along, across = rel @ push_world, rel @ np.array([-push_world[1], push_world[0]])
-        self.pushing = bool(-max(0.03, self.standoff + 0.005) < along < 0.004 and abs(across) < 0.004)
-        if self.pushing:  # lined up behind the contact: push
-            dist = float(np.clip(self.gain * max(scores[i], 0.0), 0.002, self.max_step))
-            target = contact_centre + push_world * dist
-        else:
-            target = self._approach(pusher, contact_centre - push_world * self.standoff, pose)
-        step = target - pusher
-        n = np.linalg.norm(step)
-        if n > self.max_step:
-            target = pusher + step * (self.max_step / n)
-        return np.clip(target, -WORKSPACE + 0.005, WORKSPACE - 0.005).astype(np.float32)
-
-    def _approach(self, pusher: np.ndarray, pre: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        """Next waypoint towards ``pre`` that keeps the pusher clear of the block."""
-        path = pusher + np.linspace(0, 1, 12)[:, None] * (pre - pusher)
-        sdf = tee_sdf(to_block(path, pose)) - PUSHER_RADIUS  # gap between the disc and the block
-        if np.all(sdf > min(self.clearance, sdf[-1] - 0.001)):  # as close as ``pre`` itself at most
-            return pre
-        com = to_world(_COM[None], pose)[0]
-        radius = 0.08 + PUSHER_RADIUS + max(0.015, self.clearance + 0.005)
-        off = pusher - com
-        dist = np.linalg.norm(off)
-        if dist < radius - 0.005:  # first straight out, away from the block
-            return com + off / max(dist, 1e-6) * radius
-        a_now, a_pre = np.arctan2(off[1], off[0]), np.arctan2(*(pre - com)[::-1])
-        delta = wrap_angle(a_pre - a_now)
-        if abs(delta) < 1e-3:  # on the circle, at the contact's bearing: go in (the only way there)
-            return pre
-        a_next = a_now + np.sign(delta) * min(abs(delta), self.max_step / radius)
-        return com + radius * np.array([np.cos(a_next), np.sin(a_next)])
+        return self.planner(obs["agent_pos"].astype(np.float64), pose).astype(np.float32)
