@@ -161,7 +161,7 @@ def test_registries_name_what_they_know_and_stay_lazy():
         make_expert("nope")
     with pytest.raises(ConfigError, match=r"unknown driver 'nope'.*'feetech'"):
         make_robot({"driver": "nope", "limits": {}})
-    assert set(TASKS) == {"lift", "can", "square", "insertion", "pusht"}
+    assert set(TASKS) == {"lift", "can", "square", "insertion", "pusht", "gym_pusht"}
     assert {"mujoco_twin", "mujoco_twin_socket", "ur_rtde", "feetech"} <= set(DRIVERS)
     code = "import sys, robolearn.envs, robolearn.robots.config; print('robosuite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

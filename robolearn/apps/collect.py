@@ -11,7 +11,7 @@ from robolearn.data.store import KeyInfo
 
 
 def _action_doc(env) -> KeyInfo:
-    units = "m, rad, gripper" if "rad" in " ".join(env.action_layout) else "m, gripper"
+    units = getattr(env, "action_units", None) or ("m, rad, gripper" if "rad" in " ".join(env.action_layout) else "m, gripper")
     return KeyInfo(env.action_space.shape, "float32", units, f"{env.action_type}: " + ", ".join(env.action_layout))
 
 
@@ -73,6 +73,7 @@ def collect_demos(
                           "layout": list(env.action_layout)},
             image_codec=task_cfg.get("image_codec"),
             attrs={"cameras": {c: dict(zip(("height", "width"), env.cameras.image_size)) for c in env.cameras.cameras}},
+            obs_units=getattr(env, "obs_units", None),
         )
 
     kept = dropped = steps = 0

@@ -90,6 +90,7 @@ def create_episode_store(
     extra_keys: Mapping[str, KeyInfo] | None = None,
     attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    obs_units: Mapping[str, tuple[str, str]] | None = None,
 ) -> EpisodeStore:
     """Create the store a recorder writes: every key of one step's observation ``obs`` (its shapes
     and dtypes define the keys, :func:`obs_key_info` their units), ``action``, and ``extra_keys``.
@@ -107,6 +108,8 @@ def create_episode_store(
         extra_keys: further keys beside observation and action (e.g. :data:`TELEOP_KEYS`).
         attrs: further root attributes (e.g. ``cameras``).
         overwrite: replace an existing store.
+        obs_units: ``{key: (units, description)}`` of low-dim observation keys whose units are the
+            environment's own rather than :data:`OBS_DOC`'s (gym-pusht's pixels).
 
     Raises:
         StoreError: the store exists and ``overwrite`` is not set, or a camera frame that is not
@@ -119,7 +122,10 @@ def create_episode_store(
     store = EpisodeStore.create(path, fps=fps, robot=robot, overwrite=overwrite, action_space=dict(action_space),
                                 attrs={"task": task, "source": source, **dict(attrs or {})})
     for k, v in obs.items():
-        store.define_key(k, obs_key_info(k, v, task or "robot", image_codec))
+        info = obs_key_info(k, v, task or "robot", image_codec)
+        if k in (obs_units or {}) and not info.is_image:
+            info = KeyInfo(info.shape, "float32", *obs_units[k])
+        store.define_key(k, info)
     store.define_key("action", action)
     for k, info in (extra_keys or {}).items():
         store.define_key(k, info)

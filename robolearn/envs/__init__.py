@@ -10,7 +10,7 @@ from robolearn.utils.imports import load_object
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One registered environment: its kind (``"robosuite"`` or ``"mujoco"``), the
+    """One registered environment: its kind (``"robosuite"``, ``"mujoco"`` or ``"gym_pusht"``), the
     ``"module:Class"`` of its scripted expert, and the env's default episode limit (steps)."""
 
     kind: str
@@ -19,13 +19,14 @@ class TaskSpec:
 
 
 #: Environment name -> :class:`TaskSpec`. Modules are imported only when a task is built, so
-#: importing ``robolearn.envs`` does not import robosuite.
+#: importing ``robolearn.envs`` does not import robosuite (nor gym-pusht's pygame).
 TASKS: dict[str, TaskSpec] = {
     "lift": TaskSpec("robosuite", "robolearn.envs.experts:LiftExpert", 160),
     "can": TaskSpec("robosuite", "robolearn.envs.experts:CanExpert", 160),
     "square": TaskSpec("robosuite", "robolearn.envs.experts:SquareExpert", 160),
     "insertion": TaskSpec("mujoco", "robolearn.envs.insertion:InsertionExpert", 200),
     "pusht": TaskSpec("mujoco", "robolearn.envs.pusht:PushTExpert", 300),
+    "gym_pusht": TaskSpec("gym_pusht", "robolearn.envs.gym_pusht:GymPushTExpert", 300),
 }
 TASK_TYPES = {name: spec.kind for name, spec in TASKS.items()}
 
@@ -61,6 +62,10 @@ def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
 
         return RobosuiteEnv(task=env_name, robot=task_cfg.get("robot", "Panda"), max_episode_steps=steps,
                             control_freq=float(task_cfg.get("control_freq", 20)), **view)
+    if kind == "gym_pusht":
+        from robolearn.envs.gym_pusht import GymPushTEnv
+
+        return GymPushTEnv(max_episode_steps=steps, **view)
     if env_name == "insertion":
         from robolearn.envs.insertion import InsertionEnv
 
