@@ -89,3 +89,27 @@ def test_local_batch_size_error_names_the_value():
     with pytest.raises(ConfigError, match=r"train.batch_size=10 .* 4 processes"):
         DistContext(rank=1, world_size=4).local_batch_size(10)
     assert DistContext(rank=1, world_size=4).local_slice(np.arange(8)).tolist() == [2, 3]
+
+
+def test_rank_sliced_draws_are_the_one_process_draws():
+    """Each rank's draws, concatenated in rank order, are what one process draws for the global batch
+    (per-sample draws of every call form); a draw of another leading size is the same on every rank."""
+    import torch
+
+    from robolearn.train.distributed import DistContext, RankSlicedRandomness
+
+    def draws(b):
+        return [torch.randn(b, 3), torch.randn((b, 2)), torch.randn(size=(b, 2)), torch.randint(0, 9, (b,)),
+                torch.randint(9, (2 * b, 1)), torch.rand(b), torch.randint_like(torch.zeros(b, 2), 5),
+                torch.randn_like(torch.zeros(3 * b)), torch.randn(5)]
+
+    torch.manual_seed(0)
+    one = draws(8)
+    ranks = []
+    for rank in range(2):
+        torch.manual_seed(0)
+        with RankSlicedRandomness(DistContext(rank=rank, world_size=2), 4):
+            ranks.append(draws(4))
+    for i, full in enumerate(one[:-1]):
+        assert torch.equal(full, torch.cat([ranks[0][i], ranks[1][i]])), i
+    assert torch.equal(one[-1], ranks[0][-1]) and torch.equal(one[-1], ranks[1][-1])

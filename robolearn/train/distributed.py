@@ -89,6 +89,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
+        """Whether there are several processes (a process group to talk to)."""
         return self.world_size > 1
 
     def local_batch_size(self, global_batch: int) -> int:
@@ -211,16 +212,39 @@ def loss_module(policy: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
 
 _LIKE = {torch.randn_like, torch.rand_like, torch.randint_like}
 _FACTORY = {torch.randn, torch.rand, torch.randint}
+_SIZE = (tuple, list, torch.Size)
+
+
+def _size_of(func, args: tuple, kwargs: dict) -> tuple[tuple | None, Any]:
+    """``(size, put)`` of a factory call: its requested shape and a function ``put(new_size) -> (args,
+    kwargs)`` that asks for another one; ``(None, None)`` when the call has no readable shape."""
+    if "size" in kwargs:
+        return tuple(kwargs["size"]), lambda new: (args, {**kwargs, "size": new})
+    if func is torch.randint:  # randint(high, size) / randint(low, high, size)
+        pos = next((i for i, a in enumerate(args) if isinstance(a, _SIZE)), None)
+        if pos is None:
+            return None, None
+        return tuple(args[pos]), lambda new: ((*args[:pos], new, *args[pos + 1:]), kwargs)
+    if len(args) == 1 and isinstance(args[0], _SIZE):  # randn((B, T, A))
+        return tuple(args[0]), lambda new: ((new,), kwargs)
+    if args and all(isinstance(a, int) for a in args):  # randn(B, T, A)
+        return tuple(args), lambda new: ((new,), kwargs)
+    return None, None
 
 
 class RankSlicedRandomness(TorchFunctionMode):
     """Inside this mode, a random tensor whose leading dimension is a multiple of the local batch
-    (``B_local``, or ``B_local * k`` for sample-major flattened dims) is drawn at ``world_size`` times
-    that size, and this rank keeps its contiguous slice: the values the one-process run draws for
-    these samples. Every rank consumes the same random numbers, so generators stay equal across ranks.
+    (``B_local``, or ``B_local * k`` for sample-major flattened dims such as ``(B * To)`` crops) is
+    drawn at ``world_size`` times that size, and this rank keeps its contiguous slice: the values the
+    one-process run draws for these samples. Every rank consumes the same random numbers, so the
+    generators stay equal across ranks (and equal to a one-process run's).
 
-    Covers ``torch.randn``, ``rand``, ``randint`` and their ``*_like`` forms. Other random ops
-    (dropout masks) are drawn at the local size: equal in distribution, not bitwise equal to one process.
+    Covers ``torch.randn``, ``rand``, ``randint`` and their ``*_like`` forms (diffusion noise and
+    timesteps, crop offsets, ACT's latent sample). Draws of another leading size are made as they
+    are (the same on every rank, as in one process). Other random ops (dropout masks: ACT) are drawn
+    at the local size from the shared generator state, so ranks use the same masks at the same local
+    positions: equal in distribution to one process, not bitwise equal. With a local batch of 1
+    every draw counts as per-sample.
 
     Args:
         ctx: the run's :class:`DistContext`.
@@ -231,8 +255,8 @@ class RankSlicedRandomness(TorchFunctionMode):
         super().__init__()
         self.rank, self.world, self.b = ctx.rank, ctx.world_size, local_batch
 
-    def _sliced(self, n: int) -> bool:
-        return self.world > 1 and n > 0 and n % self.b == 0
+    def _sliced(self, n: Any) -> bool:
+        return self.world > 1 and isinstance(n, int) and n > 0 and n % self.b == 0
 
     def _cut(self, t: torch.Tensor, n: int) -> torch.Tensor:
         return t[self.rank * n : (self.rank + 1) * n]
@@ -244,26 +268,19 @@ class RankSlicedRandomness(TorchFunctionMode):
             big = x.new_empty((x.shape[0] * self.world, *x.shape[1:]))
             return self._cut(func(big, *args[1:], **kwargs), x.shape[0])
         if func in _FACTORY:
-            args, size_key = list(args), None
-            if "size" in kwargs:
-                size, size_key = kwargs["size"], "size"
-            elif func is torch.randint:
-                size_pos = next((i for i, a in enumerate(args) if isinstance(a, (tuple, list, torch.Size))), None)
-                size = args[size_pos] if size_pos is not None else None
-            else:
-                size_pos = 0
-                size = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else tuple(args)
-                if not (len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size))):
-                    args = [tuple(args)]
-            if size is not None and len(size) and isinstance(size[0], int) and self._sliced(size[0]):
-                big = (size[0] * self.world, *size[1:])
-                if size_key:
-                    kwargs = {**kwargs, "size": big}
-                else:
-                    args[size_pos] = big
-                return self._cut(func(*args, **kwargs), size[0])
-            return func(*args, **kwargs)
+            size, put = _size_of(func, tuple(args), kwargs)
+            if size and self._sliced(size[0]):
+                big_args, big_kwargs = put((size[0] * self.world, *size[1:]))
+                return self._cut(func(*big_args, **big_kwargs), size[0])
         return func(*args, **kwargs)
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a CPU batch to ``device``: through pinned memory with a non-blocking copy on CUDA (a
+    batch already pinned by DataLoader workers is not copied again)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class _Windows(torch.utils.data.Dataset):
@@ -352,13 +369,6 @@ class BatchStream:
     def close(self) -> None:
         """Stop the worker processes."""
         self._loader = None  # the iterator's finaliser shuts its workers down
-
-
-def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move a CPU batch to ``device``: through pinned memory with a non-blocking copy on CUDA, as is elsewhere."""
-    if device.type != "cuda":
-        return {k: v.to(device) for k, v in batch.items()}
-    return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class NullWriter:
