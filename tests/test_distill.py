@@ -103,6 +103,12 @@ def test_distillation_brings_the_one_step_student_to_the_teacher(teacher, tmp_pa
     torch.testing.assert_close(policy.predict_action(obs, generator=torch.Generator().manual_seed(3)), a, rtol=0, atol=0)
     with pytest.raises(ValueError, match="1 to 5 inference steps"):
         set_inference_steps(policy, 6)
+    # residual RL takes it as a base (its base_inference_steps set through the same attribute)
+    from robolearn.rl.residual import ResidualPolicy
+
+    combined = ResidualPolicy("consistency", policy.get_config(), [-1.0, -1.0], [1.0, 1.0], base_inference_steps=2)
+    combined.base.load_state_dict(policy.state_dict(), strict=True)
+    assert combined.base.num_inference_steps == 2 and combined.base.chain() == [16, 8]
     lines = (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["step"] == 0 and json.loads(lines[-1])["step"] == 300
 

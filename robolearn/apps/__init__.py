@@ -8,6 +8,7 @@ module         job
 ``replay``     a recorded episode played back through the control loop
 ``train``      train (or resume) the configured policy
 ``rl``         refine a trained policy with residual RL (PPO on a per-step residual)
+``distill``    distil a diffusion policy into a 1-3 step consistency policy
 ``convert``    datasets between formats: LeRobot v3 <-> Zarr, robomimic HDF5 -> Zarr
 ``eval``       held-out rollouts of a checkpoint: success rate, JSON, report, videos
 ``deploy``     a policy on a robot through the HAL (runner, scheduler, safety layer, loop)
