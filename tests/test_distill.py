@@ -15,7 +15,7 @@ from robolearn.train import distill as distill_mod
 from robolearn.train.checkpoint import load_policy
 from robolearn.train.trainer import train
 from robolearn.utils.config import load_config
-from robolearn.utils.errors import ConfigError
+from robolearn.utils.errors import CheckpointError, ConfigError
 from test_train import TINY, toy_store
 
 # the toy teacher: a tiny U-Net on 2-D actions, DDPM of 20 steps, 5 DDIM steps at inference
@@ -142,7 +142,11 @@ def test_interrupted_run_resumes_to_the_same_weights(teacher, tmp_path, monkeypa
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text()
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == straight  # no duplicate rows from the killed session
 
-    with pytest.raises(Exception, match="another config"):  # same run directory, other settings
+    summary = (tmp_path / "killed" / "distill_summary.json").read_text()
+    assert distill_checkpoint(teacher, args, run_dir=tmp_path / "killed", progress=False)["summary"]["resumed_from"] == 10
+    assert (tmp_path / "killed" / "distill_summary.json").read_text() == summary  # a finished run stays as it is
+
+    with pytest.raises(CheckpointError, match="another config"):  # same run directory, other settings
         distill_checkpoint(teacher, [*args, "distill.target_ema=0.9"], run_dir=tmp_path / "killed", progress=False)
 
 
