@@ -80,7 +80,8 @@ class OnnxRuntimePolicy(_Accelerated):
 
     Attributes not defined here (``obs_shapes``, ``n_obs_steps``, ``horizon``, ``action_dim``,
     ``n_action_steps``, ``num_inference_steps`` ...) are the wrapped policy's; changing the policy's
-    ``num_inference_steps`` re-exports on the next call.
+    ``num_inference_steps`` re-exports on the next call, changing ``threads`` opens a new session
+    on the model already exported.
 
     Args:
         policy: a diffusion or ACT policy (eval mode).
@@ -99,7 +100,8 @@ class OnnxRuntimePolicy(_Accelerated):
         self.kind = policy_kind(policy)
         self.policy = policy.eval()
         self.threads = int(threads or torch.get_num_threads())
-        self._sessions: dict[tuple[int, int | None], Any] = {}
+        self._models: dict[tuple[int, int | None], bytes] = {}
+        self._sessions: dict[tuple[int, int | None, int], Any] = {}
         self.backend = "onnxruntime"
 
     def _session(self, batch: int):
@@ -108,14 +110,15 @@ class OnnxRuntimePolicy(_Accelerated):
         from robolearn.policies.export import onnx_bytes
 
         steps = getattr(self.policy, "num_inference_steps", None) if self.kind == "diffusion" else None
-        key = (batch, steps)
+        key = (batch, steps, self.threads)
         if key not in self._sessions:
+            if key[:2] not in self._models:  # one export per batch size and step count
+                self._models[key[:2]] = onnx_bytes(self.policy, steps, batch)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            self._sessions[key] = ort.InferenceSession(onnx_bytes(self.policy, steps, batch), opts,
-                                                       providers=["CPUExecutionProvider"])
+            self._sessions[key] = ort.InferenceSession(self._models[key[:2]], opts, providers=["CPUExecutionProvider"])
         return self._sessions[key]
 
     def predict_action_chunk(self, obs: Mapping[str, torch.Tensor],

@@ -80,6 +80,13 @@ class ResNet18GN(nn.Module):
         return self.stages(self.stem(x))
 
 
+def _unit_grid(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``n`` evenly spaced points from -1 to 1 (``torch.linspace(-1, 1, n)``; ``[-1]`` for ``n = 1``) with
+    ``like``'s dtype and device. Written with ``arange``: torch's TorchScript ONNX exporter types
+    ``linspace`` as float64, which ONNX Runtime then refuses (``robolearn.policies.export``)."""
+    return torch.arange(n, device=like.device, dtype=like.dtype) * (2.0 / max(n - 1, 1)) - 1.0
+
+
 class SpatialSoftmax(nn.Module):
     """Keypoints of a feature map (Levine et al. 2016, Sec. 4.2).
 
@@ -95,8 +102,7 @@ class SpatialSoftmax(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
         attn = torch.softmax(rearrange(self.proj(x), "b k h w -> b k (h w)"), dim=-1)
-        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=attn.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=attn.dtype)
+        ys, xs = _unit_grid(h, attn), _unit_grid(w, attn)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         kx = (attn * grid_x.reshape(1, 1, -1)).sum(-1)
         ky = (attn * grid_y.reshape(1, 1, -1)).sum(-1)
