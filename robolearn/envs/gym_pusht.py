@@ -31,7 +31,8 @@ re-types what it gives.
   ``info["coverage"]`` (shapely intersection of the block and goal T over the goal's area); the
   episode terminates on success there, as here. Reward: gym-pusht's ``clip(coverage / 0.95, 0, 1)``;
   Diffusion Policy's PushT score is the mean over test seeds of each episode's max of this reward
-  (``test/mean_score``, ``diffusion_policy/env_runner/pusht_keypoints_runner.py``).
+  (``test/mean_score``, ``diffusion_policy/env_runner/pusht_keypoints_runner.py``), not a success
+  rate: ``info["score"]`` carries it, so ``robolearn eval`` reports it as ``mean_max_score``.
 * Resets: gym-pusht's own, drawn from the gymnasium seed (``np_random``: agent in [50, 450) px,
   block in [100, 400) px, angle uniform in [-π, π)). These differ from Diffusion Policy's own env
   under the same seed (DP draws with ``np.random.RandomState``), as LeRobot's evaluations do.
@@ -176,7 +177,9 @@ class GymPushTEnv(gym.Env):
 
         Returns:
             ``(obs, reward, terminated, truncated, info)``: gym-pusht's reward
-            ``clip(coverage / 0.95, 0, 1)``; ``info`` has its ``is_success`` and ``coverage``.
+            ``clip(coverage / 0.95, 0, 1)``; ``info`` has its ``is_success`` and ``coverage``, and
+            ``score`` (the reward again: evaluation reports its episode max as ``max_score``, whose
+            mean over seeds is Diffusion Policy's ``test/mean_score``).
 
         Raises:
             ValueError: wrong shape or non-finite action.
@@ -189,7 +192,7 @@ class GymPushTEnv(gym.Env):
         success = bool(info["is_success"])
         truncated = self._t >= self.max_episode_steps
         return (self._obs(inner), float(reward), bool(terminated) and self.terminate_on_success, truncated,
-                {"is_success": success, "coverage": float(info["coverage"])})
+                {"is_success": success, "coverage": float(info["coverage"]), "score": float(reward)})
 
     def _obs(self, inner) -> dict[str, np.ndarray]:
         x, y, th = self.block_pose()
