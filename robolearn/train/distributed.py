@@ -150,7 +150,7 @@ class DistContext:
             torch.distributed.destroy_process_group()
 
 
-def init_distributed(device: str = "auto") -> DistContext:
+def init_distributed(device: str = "auto", global_batch: int | None = None) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment, or none for one process.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT`` through
@@ -159,9 +159,12 @@ def init_distributed(device: str = "auto") -> DistContext:
 
     Args:
         device: ``train.device`` (see :func:`resolve_device`).
+        global_batch: ``train.batch_size``, checked against ``WORLD_SIZE`` before joining (so a bad
+            value fails at once on every rank instead of after the rendezvous).
 
     Raises:
-        ConfigError: bad ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` values, or a device problem (:func:`resolve_device`).
+        ConfigError: bad ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` values, a global batch the processes
+            cannot split (:meth:`DistContext.local_batch_size`), or a device problem (:func:`resolve_device`).
     """
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
@@ -176,6 +179,8 @@ def init_distributed(device: str = "auto") -> DistContext:
         raise ConfigError(f"torchrun environment: {exc} (RANK, WORLD_SIZE and LOCAL_RANK must be integers)") from None
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"torchrun environment: RANK={rank} must be in [0, WORLD_SIZE={world})")
+    if global_batch is not None:
+        DistContext(rank, world).local_batch_size(global_batch)
     dev = resolve_device(device, local, world)
     if world == 1:
         return DistContext(0, 1, local, dev)

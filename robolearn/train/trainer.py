@@ -77,7 +77,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             or delete the old run), or a policy option is invalid, or ``train.batch_size`` is not
             divisible by the number of processes.
     """
-    ctx = distributed.init_distributed(cfg.train.device)
+    ctx = distributed.init_distributed(cfg.train.device, global_batch=int(cfg.train.batch_size))
     try:
         return _train(cfg, progress, ctx)
     finally:
