@@ -58,6 +58,8 @@ def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch
                 raise ConfigError(f"LOCAL_RANK {local_rank}: this node has only {torch.cuda.device_count()} GPU(s); "
                                   "start at most that many processes per node (torchrun --nproc_per_node)")
             name = f"cuda:{local_rank}"
+        elif name == "cuda":
+            name = f"cuda:{torch.cuda.current_device()}"  # an index: torch.cuda.set_device needs one
         dev = torch.device(name)
         torch.cuda.set_device(dev)
         return dev

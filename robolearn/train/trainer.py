@@ -146,6 +146,7 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             ema.load_state_dict(state["ema"])
+            ema.to(device)  # the checkpoint's tensors are on the CPU
             step = int(state["step"])
             if "wall_s" in state:
                 wall_before = float(state["wall_s"])
