@@ -165,3 +165,30 @@ def test_act_teacher_and_bad_settings_are_one_line_errors(tmp_path, capsys):
         distill_checkpoint(act, ["distill.num_inference_steps=0"], run_dir=tmp_path / "d")
     with pytest.raises(ConfigError, match="takes distill.<key>=value"):
         distill_checkpoint(act, ["train.steps=3"], run_dir=tmp_path / "d")
+
+
+def test_image_teacher_distils_with_one_encoding_for_all_three_networks():
+    """An image diffusion policy distils too: the student takes its ResNet encoder, one update
+    back-propagates into it, and the chunk interface is the teacher's."""
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+
+    torch.manual_seed(0)
+    kw = dict(obs_shapes={"cam_image": (24, 24, 3), "state": (3,)}, action_dim=2, horizon=8, n_action_steps=4,
+              down_dims=(16, 32), kernel_size=3, n_groups=4, step_embed_dim=16, num_train_timesteps=20,
+              num_inference_steps=4, vision={"width": 16, "crop": [20, 20], "num_keypoints": 8, "feature_dim": 16})
+    teacher = DiffusionPolicy(**kw).eval()
+    student = ConsistencyPolicy(teacher.get_config(), num_inference_steps=2)
+    student.load_state_dict(teacher.state_dict(), strict=True)
+    student.eval()
+    target = ConsistencyPolicy(teacher.get_config(), num_inference_steps=2)
+    target.load_state_dict(teacher.state_dict())
+    target.eval()
+    batch = {"obs.cam_image": torch.randint(0, 255, (4, 2, 24, 24, 3), dtype=torch.uint8),
+             "obs.state": torch.randn(4, 2, 3), "action": torch.rand(4, 8, 2) * 2 - 1}
+    loss = distill_mod.distillation_loss(student, target, teacher, batch)
+    loss.backward()
+    grads = [p.grad for p in student.obs_encoder.parameters() if p.grad is not None]
+    assert torch.isfinite(loss) and grads and any(float(g.abs().sum()) > 0 for g in grads)
+    assert all(p.grad is None for p in teacher.parameters()) and all(p.grad is None for p in target.parameters())
+    obs = {k[4:]: v for k, v in batch.items() if k.startswith("obs.")}
+    assert student.predict_action(obs).shape == (4, 4, 2)
