@@ -77,17 +77,13 @@ def parity(policy, model: str | Path, batch: int = 1, seed: int = 0) -> dict[str
     """
     import torch
 
-    from robolearn.policies.export import example_inputs, policy_kind
+    from robolearn.policies.export import policy_kind, random_obs
 
     try:
         import onnxruntime as ort
     except ImportError:
         return {"max_abs_diff": None, "parity_note": "onnxruntime not installed: parity not checked"}
-    g = torch.Generator().manual_seed(seed)
-    obs = {}
-    for k, x in zip(policy.obs_shapes, example_inputs(policy, batch)):
-        obs[k] = (torch.randint(0, 256, x.shape, generator=g).to(torch.uint8) if x.dtype == torch.uint8
-                  else torch.randn(x.shape, generator=g))
+    obs = random_obs(policy, batch, seed)
     feeds = {f"obs.{k}": v.numpy() for k, v in obs.items()}
     kwargs = {}
     if policy_kind(policy) == "diffusion":

@@ -139,6 +139,15 @@ def example_inputs(policy, batch: int = 1, generator: torch.Generator | None = N
     return out
 
 
+def random_obs(policy, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded random raw observation ``{key: (batch, n_obs_steps, *shape)}`` for parity checks and
+    latency benchmarks: standard normal float32 low-dim keys, uniform uint8 images."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: (torch.randint(0, 256, x.shape, generator=g).to(torch.uint8) if x.dtype == torch.uint8
+                else torch.randn(x.shape, generator=g))
+            for k, x in zip(policy.obs_shapes, example_inputs(policy, batch))}
+
+
 def input_names(policy) -> list[str]:
     """Names of the graph's inputs: ``obs.<key>`` per observation key, then ``noise`` for diffusion."""
     names = [f"obs.{k}" for k in policy.obs_shapes]
