@@ -3,8 +3,8 @@
     python benchmarks/readme_tables.py           # rewrite the blocks in README.md
     python benchmarks/readme_tables.py --check   # exit 1 when README.md differs from the JSON
 
-Reads ``benchmarks/results/{core,policies,hal,recorded,rl}.json``: all but ``recorded`` are written by
-``bench_core.py``, ``bench_policies.py``, ``bench_hal.py`` and ``bench_rl.py``; ``recorded.json`` holds figures no
+Reads ``benchmarks/results/{core,policies,hal,recorded,rl,inference}.json``: all but ``recorded`` are written by
+``bench_core.py``, ``bench_policies.py``, ``bench_hal.py``, ``bench_rl.py`` and ``bench_inference.py``; ``recorded.json`` holds figures no
 script's current output holds, each with where it was first recorded (an earlier results file, a
 commit message, or only the README text of a commit). Each block of README.md between
 ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->`` (NAME one of :data:`BLOCKS`) is
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-FILES = ("core", "policies", "hal", "recorded", "rl")
+FILES = ("core", "policies", "hal", "recorded", "rl", "inference")
 DAGGER = "†"
 GL_NAMES = {"osmesa": "OSMesa", "egl": "EGL", "glfw": "GLFW"}
 
@@ -398,9 +398,33 @@ def block_rl(data: dict, machines: Machines) -> str:
                   "machine · source"], rows)
 
 
+def block_inference(data: dict, machines: Machines) -> str:
+    """predict_action latency at batch 1 per policy, backend and thread count (inference.json)."""
+    def cell(r):
+        if not r:
+            return "—"
+        if "p50_ms" not in r:
+            return f"not run: {r.get('error', '?')}"
+        ran = "" if r["backend_ran"] != "eager" or "warning" not in r else " (fell back to eager)"
+        return f"{r['p50_ms']:.2f} / {r['p95_ms']:.2f}{ran}"
+
+    rows = []
+    for name, e in data["inference"]["entries"].items():
+        steps = e["num_inference_steps"] if e.get("num_inference_steps") else "—"
+        weights = "untrained" if e["weights"].startswith("untrained") else "trained"
+        for backend, res in e["results"].items():
+            diff = next((r["max_abs_diff"] for r in res.values() if "max_abs_diff" in r), None)
+            rows.append([name, str(steps), weights, backend, cell(res.get("threads_1")), cell(res.get("threads_2")),
+                         "—" if diff is None else f"{diff:.0e}", f"{machines.label(e['machine'])} · inference.json"])
+    notes = sorted({e["note"] for e in data["inference"]["entries"].values() if e.get("note")})
+    return (table(["entry", "DDIM steps", "weights", "backend", "1 thread p50 / p95 (ms)", "2 threads p50 / p95 (ms)",
+                   "max abs diff vs eager", "machine · source"], rows)
+            + "".join(f"\n\nConditions: {note}." for note in notes))
+
+
 #: block name -> renderer, in render order (the machines legend last: the tables register machines)
 BLOCKS = {"main": block_main, "learning": block_learning, "pusht_chunks": block_pusht_chunks, "hal": block_hal,
-          "rl": block_rl, "machines": block_machines}
+          "rl": block_rl, "inference": block_inference, "machines": block_machines}
 
 
 def render_blocks(data: dict) -> dict[str, str]:
