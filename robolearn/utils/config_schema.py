@@ -23,6 +23,7 @@ Schemas in the ``ConfigStore`` (:data:`SCHEMAS`, :func:`register_schemas`), name
 * ``schema/task/insertion`` -> :class:`InsertionTaskConfig` (``task/insertion.yaml``)
 * ``schema/task/robosuite`` -> :class:`RobosuiteTaskConfig` (``task/lift.yaml``, ``can``, ``square``)
 * ``schema/task/robosuite_variant`` -> :class:`RobosuiteVariantTaskConfig` (``task/lift_image.yaml``)
+* ``schema/task/gym_pusht`` -> :class:`GymPushTTaskConfig` (``task/gym_pusht.yaml``, ``gym_pusht_image``)
 * ``schema/policy/diffusion`` -> :class:`DiffusionPolicyConfig` (``policy/diffusion.yaml``, ``diffusion_large``)
 * ``schema/policy/diffusion_image`` -> :class:`DiffusionImagePolicyConfig` (``policy/diffusion_image.yaml``)
 * ``schema/policy/act`` -> :class:`ACTPolicyConfig` (``policy/act.yaml``, ``act_small``)
@@ -161,7 +162,7 @@ class TaskConfig:
     """A task (``configs/task/*.yaml``): the environment, its rate and what the policy observes."""
 
     name: str = setting(nonempty=True)                 # task name (an environment of robolearn.envs.TASKS)
-    type: str = setting(choices=("mujoco", "robosuite"))
+    type: str = setting(choices=("mujoco", "robosuite", "gym_pusht"))
     control_freq: float = setting(gt=0)                # Hz
     max_episode_steps: int = _pos_int()                # control steps before truncation
     obs_keys: List[str] = setting(nonempty=True, unique=True, items=Bounds(nonempty=True))  # store keys the policy sees
@@ -187,6 +188,15 @@ class InsertionTaskConfig(MujocoTaskConfig):
     """The insertion task: success must hold for ``hold_steps``."""
 
     hold_steps: int = _pos_int()                       # control steps the peg must stay inserted
+
+
+@dataclass
+class GymPushTTaskConfig(TaskConfig):
+    """gym-pusht's PushT (:class:`robolearn.envs.gym_pusht.GymPushTEnv`); ``env`` names the
+    environment and scripted expert when the file's name differs (``gym_pusht_image``)."""
+
+    type: str = setting("gym_pusht", choices=("gym_pusht",), why=_TASK_TYPE)
+    env: str = setting("gym_pusht", choices=("gym_pusht",))
 
 
 @dataclass
@@ -424,9 +434,9 @@ class DistillConfig:
     Rule (:func:`_distill_rules`): ``num_inference_steps <= teacher_steps`` when ``teacher_steps`` is set.
     """
 
-    steps: int = _pos_int(2000)                        # optimizer steps
+    steps: int = _pos_int(3000)                        # optimizer steps
     batch_size: int = _pos_int(128)                    # windows per step
-    lr: float = setting(1.0e-4, gt=0)                  # peak learning rate (AdamW), after linear warm-up, cosine decay
+    lr: float = setting(1.0e-3, gt=0)                  # peak learning rate (AdamW), after linear warm-up, cosine decay (the teacher's training lr)
     weight_decay: float = setting(1.0e-6, ge=0)
     warmup_steps: int = setting(100, ge=0)             # linear warm-up (optimizer steps)
     grad_clip: float = setting(1.0, gt=0)              # gradient-norm clip
@@ -462,6 +472,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     ("schema/task", "insertion"): InsertionTaskConfig,
     ("schema/task", "robosuite"): RobosuiteTaskConfig,
     ("schema/task", "robosuite_variant"): RobosuiteVariantTaskConfig,
+    ("schema/task", "gym_pusht"): GymPushTTaskConfig,
     ("schema/policy", "diffusion"): DiffusionPolicyConfig,
     ("schema/policy", "diffusion_image"): DiffusionImagePolicyConfig,
     ("schema/policy", "act"): ACTPolicyConfig,
