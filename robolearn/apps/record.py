@@ -13,13 +13,16 @@ from robolearn.data.schema import TELEOP_KEYS, create_episode_store, open_for_ap
 from robolearn.data.store import EpisodeStore, KeyInfo
 from robolearn.envs.actions import DeltaEefAdapter
 from robolearn.robots.types import SimulatedRobot
-from robolearn.teleop.recorder import Recorder, TeleopSource, robot_obs
+from robolearn.teleop.recorder import JointTeleopSource, Recorder, TeleopSource, robot_obs
 
 
 def open_record_store(path, robot, fps: float, append: bool, task: str | None,
-                      cameras: dict[str, Callable[[], np.ndarray]] | None = None) -> EpisodeStore:
+                      cameras: dict[str, Callable[[], np.ndarray]] | None = None,
+                      joint_space: bool = False) -> EpisodeStore:
     """Open (``append``) or create the store a recording session writes (``robot`` connected: its
     observation keys are declared from a first reading, the camera keys from a first frame).
+    ``joint_space``: the actions are a leader arm's joint targets and gripper opening
+    ``(n_joints + 1,)`` (rad, ``[0, 1]``; action space ``joint_position``) instead of Lift's EEF deltas.
 
     Raises:
         StoreError: the store exists and ``append`` is not set, it was recorded for another task,
@@ -31,6 +34,15 @@ def open_record_store(path, robot, fps: float, append: bool, task: str | None,
     adapter = DeltaEefAdapter()
     obs = {**robot_obs(robot, robot.read_state()),
            **{f"{name}_image": np.asarray(cam()) for name, cam in (cameras or {}).items()}}
+    if joint_space:
+        lim = robot.limits
+        names = [f"{n} rad" for n in getattr(robot, "joint_names", [f"joint{i}" for i in range(lim.n_joints)])]
+        return create_episode_store(
+            path, obs=obs, fps=fps, robot=type(robot).__name__, task=task, source="teleop_leader",
+            action=KeyInfo((lim.n_joints + 1,), "float32", "rad, opening 0..1", "leader joint targets + gripper opening"),
+            action_space={"type": "joint_position", "dim": lim.n_joints + 1, "low": [*map(float, lim.joint_lower), 0.0],
+                          "high": [*map(float, lim.joint_upper), 1.0], "layout": [*names, "gripper opening [0 closed, 1 open]"]},
+            extra_keys={"timestamp": TELEOP_KEYS["timestamp"]})
     return create_episode_store(
         path, obs=obs, fps=fps, robot=type(robot).__name__, task=task, source="teleop",
         action=KeyInfo((adapter.action_dim,), "float32", "m, rad, gripper", "target minus measured EEF pose + gripper"),
@@ -40,7 +52,8 @@ def open_record_store(path, robot, fps: float, append: bool, task: str | None,
 
 
 def check_record_options(robot_name: str, fps: float = 20.0, seed_start: int = 0, max_steps: int = 10_000,
-                         duration_s: float | None = None, device_name: str | None = None) -> dict[str, Any]:
+                         duration_s: float | None = None, device_name: str | None = None,
+                         leader_port: str | None = None) -> dict[str, Any]:
     """Check ``robolearn record``'s options and read the robot config, before anything is opened.
 
     Args:
@@ -50,7 +63,8 @@ def check_record_options(robot_name: str, fps: float = 20.0, seed_start: int = 0
         max_steps: steps per episode at most, an integer >= 1.
         duration_s: session length (s), > 0, or ``None``.
         device_name: ``--device``: a key of :data:`robolearn.teleop.devices.DEVICES`, or ``None``
-            (not checked).
+            (not checked). ``leader`` needs ``leader_port`` and a joint-position robot.
+        leader_port: ``--leader-port``: the leader arm's serial port.
 
     Returns:
         The validated robot config (:func:`~robolearn.robots.config.load_robot_config`).
@@ -73,7 +87,13 @@ def check_record_options(robot_name: str, fps: float = 20.0, seed_start: int = 0
     for flag, value, lo in (("--seed-start", seed_start, 0), ("max_steps", max_steps, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise ConfigError(f"{flag}: must be an integer >= {lo}, got {value!r}")
+    if device_name == "leader" and not leader_port:
+        raise ConfigError("--leader-port: required with --device leader (the leader arm's serial port, e.g. /dev/ttyACM1)")
     rcfg = load_robot_config(robot_name)
+    joint_robot = rcfg["driver"] == "feetech" or str(rcfg.get("robot", "")).lower() == "so101"
+    if device_name == "leader" and not joint_robot:
+        raise ConfigError(f"--robot: {rcfg['_path']} is not driven in joint space; the leader arm drives an "
+                          "SO-100/101 follower (so101_sim, so101_sim_socket, so101, so100)")
     rate = float(rcfg["rate_hz"])
     if abs(rate / fps - round(rate / fps)) > 1e-9 or round(rate / fps) < 1:
         raise ConfigError(f"--fps: the recording rate {fps:g} Hz must divide the loop rate, {rcfg['_path']}: "
@@ -87,7 +107,8 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
 
     Args:
         robot_name: ``hardware/<name>.yaml`` or a YAML path.
-        device: a teleop device (``read() -> TeleopInput``).
+        device: a teleop device (``read() -> TeleopInput``; a joint-space one, ``joint_space`` true,
+            ``read() -> JointTeleopInput``, drives the follower in joint space).
         out: store path.
         fps: recording rate (Hz); the loop rate must be a multiple of it.
         duration_s: end the session after this long (for scripted sessions; default: until quit).
@@ -116,9 +137,10 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
         cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"])
         if isinstance(rb, SimulatedRobot):
             rb.reset(seed_start)
-        store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras)
+        joint_space = bool(getattr(device, "joint_space", False))
+        store = open_record_store(out, rb, fps, append, rcfg.get("task"), cameras, joint_space=joint_space)
         safety = SafetyLayer(rb.limits, rb.capabilities, rb.read_state(), float(rcfg["watchdog_timeout_s"]))
-        source = TeleopSource(device)
+        source = JointTeleopSource(device) if joint_space else TeleopSource(device)
         recorder = Recorder(store, rb, source, safety, seed_start=seed_start, max_steps=max_steps, cameras=cameras)
         session = ControlSession(rb, safety, source, int(round(rate / fps)), on_slot=recorder.on_slot)
         stats = ControlLoop(rate, session.step, realtime=realtime).run(
@@ -135,10 +157,12 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
             "loop": stats.summary()}
 
 
-def record_with_device(robot_name: str, device_name: str, out, **kwargs) -> dict[str, Any]:
+def record_with_device(robot_name: str, device_name: str, out, leader_port: str | None = None,
+                       device_kwargs: dict[str, Any] | None = None, **kwargs) -> dict[str, Any]:
     """``robolearn record``: check the options and the robot config (:func:`check_record_options`),
-    open teleop device ``device_name`` (``keyboard``, ``spacemouse``, ``gamepad``), :func:`record`
-    with it, and close it whatever happens.
+    open teleop device ``device_name`` (``keyboard``, ``spacemouse``, ``gamepad``, ``leader`` on
+    ``leader_port``; ``device_kwargs`` go to the device), :func:`record` with it, and close it
+    whatever happens.
 
     Raises:
         ConfigError, StoreError: see :func:`record` (a bad option or robot config is reported
@@ -146,9 +170,12 @@ def record_with_device(robot_name: str, device_name: str, out, **kwargs) -> dict
     """
     from robolearn.teleop.devices import make_device
 
-    check_record_options(robot_name, device_name=device_name,
+    check_record_options(robot_name, device_name=device_name, leader_port=leader_port,
                          **{k: kwargs[k] for k in ("fps", "seed_start", "max_steps", "duration_s") if k in kwargs})
-    device = make_device(device_name)
+    device_kwargs = dict(device_kwargs or {})
+    if device_name == "leader":
+        device_kwargs.setdefault("port", leader_port)
+    device = make_device(device_name, **device_kwargs)
     try:
         return record(robot_name, device, out, **kwargs)
     finally:

@@ -66,8 +66,8 @@ class TwinLimitsConfig:
 class MujocoTwinConfig(RobotConfig):
     """``driver: mujoco_twin``: the MuJoCo twin in this process."""
 
-    task: Optional[str] = None        #: a robosuite task of :data:`robolearn.envs.TASKS`
-    robot: Optional[str] = None       #: robosuite robot name
+    task: Optional[str] = None        #: a robosuite task of :data:`robolearn.envs.TASKS` (none for so101)
+    robot: Optional[str] = None       #: robosuite robot name, or ``so101`` (sim/so101.xml, joint-position control)
     limits: TwinLimitsConfig = MISSING
 
 
@@ -156,6 +156,8 @@ class FeetechConfig(RobotConfig):
     calibration: list[Any] = MISSING
     gripper: Optional[GripperConfig] = None
     limits: ArmLimitsConfig = MISSING
+    #: kinematic model of the EEF pose (``so101``: sim/so101.xml's forward kinematics); unset: zeros
+    kinematics: Optional[str] = None
 
 
 #: Driver name -> the schema of its robot config.
@@ -247,7 +249,10 @@ def _check_twin(where: str, cfg: dict[str, Any]) -> None:
     from robolearn.envs import TASKS
 
     tasks = sorted(k for k, spec in TASKS.items() if spec.kind == "robosuite")
-    if cfg["task"] is not None and cfg["task"] not in tasks:
+    if str(cfg["robot"]).lower() == "so101":
+        if cfg["task"] is not None:
+            raise ConfigError(f"{where}: task: the so101 twin simulates the arm alone (no task yet); got {cfg['task']!r}")
+    elif cfg["task"] is not None and cfg["task"] not in tasks:
         raise ConfigError(f"{where}: task: the twin simulates a robosuite task, one of {tasks}; got {cfg['task']!r}")
     _check_limits(where, cfg["limits"])
     link, fault = cfg.get("link") or {}, cfg.get("fault_injection") or {}
@@ -284,6 +289,10 @@ def _check_feetech(where: str, cfg: dict[str, Any]) -> None:
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     _check_limits(where, cfg["limits"], n_joints=len(cfg["calibration"]))
+    if cfg.get("kinematics") is not None and cfg["kinematics"] not in ("so101",):
+        raise ConfigError(f"{where}: kinematics: unknown model {cfg['kinematics']!r} (known: ['so101'])")
+    if cfg.get("kinematics") == "so101" and len(cfg["calibration"]) != 5:
+        raise ConfigError(f"{where}: kinematics: so101 has 5 arm joints, the calibration lists {len(cfg['calibration'])}")
 
 
 _CHECKS: dict[str, Callable[[str, dict], None]] = {
@@ -388,6 +397,10 @@ def load_robot_config(name_or_path: str) -> dict[str, Any]:
 def _mujoco_twin(cfg: dict[str, Any], limits: dict, **overrides):
     from robolearn.robots.twin import MujocoTwin
 
+    if str(cfg.get("robot", "")).lower() == "so101":
+        from robolearn.robots.so101_twin import So101Twin
+
+        return So101Twin(**limits, **overrides)
     return MujocoTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), **limits, **overrides)
 
 

@@ -8,9 +8,12 @@ SYNC_WRITE of goal positions per :meth:`FeetechArm.send_command`. Units on the b
     q [rad] = direction * (steps - homing_offset) * 2 pi / 4096
 
 and the gripper servo's steps to the normalized opening ``(steps - closed) / (open - closed)``. The
-arm is driven in joint space (``JOINT_POSITION``); the driver has no kinematic model, so the
-reported end-effector pose is not measured (zeros, identity quaternion). Torque stays on at
-disconnect unless ``torque_off_on_disconnect`` is set (an SO-100 without torque falls).
+arm is driven in joint space (``JOINT_POSITION``). With ``kinematics="so101"`` the reported
+end-effector pose is the forward kinematics of the measured joints on ``sim/so101.xml`` (the
+twin's model, :class:`~robolearn.robots.so101_twin.So101Kinematics`; joint order, units and zero
+pose as documented there); without a model it is zeros and the identity quaternion. Torque stays
+on at disconnect unless ``torque_off_on_disconnect`` is set (an SO-100 without torque falls); a
+leader arm connects with ``torque_on_connect=False`` (moved by hand, only read).
 
 Tests run it on :class:`~robolearn.robots.feetech_emulator.EmulatedFeetechBus`, a pty speaking the
 same protocol.
@@ -83,6 +86,9 @@ class FeetechArm:
         limits: :class:`RobotLimits` (joint ranges in rad after calibration).
         baudrate: bus speed (the STS3215 default is 1,000,000).
         torque_off_on_disconnect: release the servos when disconnecting.
+        torque_on_connect: enable torque at :meth:`connect` (a follower); ``False`` disables it
+            instead (a leader arm, moved by hand).
+        kinematics: ``"so101"`` for the EEF pose from the SO-101 model's forward kinematics, or ``None``.
         clock: monotonic clock (s).
 
     Raises:
@@ -93,7 +99,8 @@ class FeetechArm:
 
     def __init__(self, port: str, joints: Sequence[JointCalibration], limits: RobotLimits,
                  gripper: dict[str, int] | None = None, baudrate: int = 1_000_000,
-                 torque_off_on_disconnect: bool = False, clock: Callable[[], float] = time.monotonic):
+                 torque_off_on_disconnect: bool = False, torque_on_connect: bool = True,
+                 kinematics: str | None = None, clock: Callable[[], float] = time.monotonic):
         try:
             import scservo_sdk
         except ImportError as exc:
@@ -112,6 +119,18 @@ class FeetechArm:
         self.capabilities = Capabilities(control_modes=(ControlMode.JOINT_POSITION,), has_gripper=gripper is not None,
                                          max_rate_hz=200.0)
         self.torque_off_on_disconnect = torque_off_on_disconnect
+        self.torque_on_connect = bool(torque_on_connect)
+        self.kinematics = None
+        if kinematics is not None:
+            if kinematics != "so101":
+                raise ConfigError(f"kinematics: unknown model {kinematics!r} (known: ['so101'])")
+            from robolearn.robots.so101_twin import SO101_JOINTS, So101Kinematics
+
+            self.kinematics = So101Kinematics()
+            self.joint_names = SO101_JOINTS
+            if len(self.joints) != len(self.kinematics.joint_range):
+                raise ConfigError(f"kinematics so101 has {len(self.kinematics.joint_range)} arm joints, "
+                                  f"the calibration lists {len(self.joints)}")
         self.clock = clock
         self.ids = [j.id for j in self.joints] + ([self.gripper["id"]] if self.gripper else [])
         self._port = self._packet = None
@@ -135,14 +154,15 @@ class FeetechArm:
             raise ConfigError(f"{cfg.get('_path', 'robot config')}: driver: {cfg['driver']!r} is not a Feetech arm")
         joints = [JointCalibration(**j) for j in cfg["calibration"]]
         limits = RobotLimits(**cfg["limits"])
-        kw = {k: cfg[k] for k in ("gripper", "baudrate", "torque_off_on_disconnect") if k in cfg}
+        kw = {k: cfg[k] for k in ("gripper", "baudrate", "torque_off_on_disconnect", "kinematics") if k in cfg}
         kw.update(overrides)
         port = kw.pop("port", cfg.get("port"))
         return cls(port, joints, limits, **kw)
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
-        """Open the port, check that every servo answers, enable torque.
+        """Open the port, check that every servo answers, enable torque (disable it with
+        ``torque_on_connect=False``).
 
         Raises:
             ConnectionError: the port cannot be opened or a servo does not answer (named).
@@ -163,7 +183,7 @@ class FeetechArm:
                 raise ConnectionError(f"servo {i} on {self.port_name} does not answer "
                                       f"({self._packet.getTxRxResult(result)})")
         for i in self.ids:
-            self._packet.write1ByteTxRx(self._port, i, ADDR_TORQUE_ENABLE, 1)
+            self._packet.write1ByteTxRx(self._port, i, ADDR_TORQUE_ENABLE, int(self.torque_on_connect))
 
     def disconnect(self) -> None:
         """Close the port (torque off first if configured); idempotent."""
@@ -217,7 +237,8 @@ class FeetechArm:
             g = self.gripper
             gripper = float(np.clip((steps[-1] - g["closed"]) / (g["open"] - g["closed"]), 0.0, 1.0))
         self._seq += 1
-        return RobotState(q, qd, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]), gripper, now, now, self._seq)
+        pos, quat = self.kinematics.fk(q) if self.kinematics is not None else (np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
+        return RobotState(q, qd, pos, quat, gripper, now, now, self._seq)
 
     def send_command(self, command: Command) -> None:
         """Sync-write goal positions of every joint (and the gripper when given).

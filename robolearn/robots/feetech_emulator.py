@@ -6,7 +6,9 @@ set of emulated STS3215 servos: packets ``FF FF id len instr params... checksum`
 ``checksum = ~(id + len + instr + sum(params)) & 0xFF``; instructions PING, READ, WRITE, SYNC_READ
 (one status packet per listed servo) and SYNC_WRITE (no reply). Each servo has a 256-byte control
 table; while torque is enabled its present position moves toward the goal at ``speed_steps_s``.
-Faults for tests: :meth:`EmulatedFeetechBus.unplug` makes a servo stop answering.
+Faults for tests: :meth:`EmulatedFeetechBus.unplug` makes a servo stop answering. A leader arm moved
+by hand: :attr:`EmulatedFeetechBus.hand` (``() -> {id: steps}``, evaluated at every packet) sets the
+present position of every listed servo whose torque is off.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class EmulatedFeetechBus:
             _set_word(self.tables[i], PRESENT_POSITION, start_steps)
         self.speed = float(speed_steps_s)
         self.unplugged: set[int] = set()
+        self.hand = None  # () -> {servo id: steps}: a hand moving the torque-off servos
         self.n_packets = 0
         self._stop = False
         self._last = time.monotonic()
@@ -84,10 +87,13 @@ class EmulatedFeetechBus:
     def _physics(self) -> None:
         now = time.monotonic()
         dt, self._last = now - self._last, now
+        hand = self.hand() if self.hand is not None else {}
         for i, table in self.tables.items():
             goal, pos = _word(table, GOAL_POSITION), self.positions[i]
             step = self.speed * dt if table[TORQUE_ENABLE] else 0.0
             new = pos + max(-step, min(step, goal - pos))
+            if i in hand and not table[TORQUE_ENABLE]:
+                new = min(max(float(hand[i]), 0.0), 4095.0)
             velocity = (new - pos) / dt if dt > 0 else 0.0
             self.positions[i] = new
             _set_word(table, PRESENT_POSITION, int(round(new)))

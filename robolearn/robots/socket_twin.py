@@ -46,6 +46,19 @@ def _state_msg(sim, seq: int, t: float) -> dict[str, Any]:
             "quat": quat.tolist(), "gripper": sim.gripper_opening(), "obs": obs, "success": sim.is_success()}
 
 
+def make_twin_sim(task: str, robot: str):
+    """The simulator of a twin: :class:`~robolearn.robots.so101_twin.So101Sim` for ``robot="so101"``
+    (joint-position goals), else robosuite's ``task`` with ``robot`` (:class:`~robolearn.robots.twin.TwinSim`,
+    pose goals)."""
+    if robot.lower() == "so101":
+        from robolearn.robots.so101_twin import So101Sim
+
+        return So101Sim()
+    from robolearn.robots.twin import TwinSim
+
+    return TwinSim(task, robot)
+
+
 def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float = 500.0, obs_every: int = 1,
           realtime: bool = False) -> None:
     """Server process body: accept one client on a free localhost port (put on ``port_queue``) and
@@ -55,12 +68,13 @@ def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float =
         obs_every: include the task observation and success flag in every this-many-th state.
     """
     from robolearn.robots.loop import ControlLoop
-    from robolearn.robots.twin import TwinSim
 
-    sim = TwinSim(task, robot)
+    sim = make_twin_sim(task, robot)
     sim.reset(None)
     srv = socket.create_server(("127.0.0.1", 0))
     meta = {"joint_range": sim.joint_range.tolist(), "dt": sim.dt}
+    if hasattr(sim, "joint_vel_max"):
+        meta["joint_vel_max"] = sim.joint_vel_max.tolist()
     port_queue.put((srv.getsockname()[1], meta))
     conn, _ = srv.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -84,7 +98,9 @@ def serve(port_queue, task: str = "lift", robot: str = "Panda", rate_hz: float =
             state["closed"] = True
 
     def handle(msg: dict) -> None:
-        if msg["type"] == "command":
+        if msg["type"] == "command" and "q" in msg:  # joint-position twin
+            sim.set_joint_goal(np.asarray(msg["q"]), msg["gripper"])
+        elif msg["type"] == "command":
             sim.set_goal(np.asarray(msg["pos"]), np.asarray(msg["quat"]),
                          sim.gripper_opening() if msg["gripper"] is None else msg["gripper"])
         elif msg["type"] == "request":
@@ -166,7 +182,12 @@ class SocketTwin:
                                 eef_speed_max=eef_speed_max, eef_rot_speed_max=eef_rot_speed_max,
                                 gripper_speed_max=gripper_speed_max)
         self.server_realtime = server_realtime
-        self.capabilities = Capabilities(control_modes=(ControlMode.EEF_POSE,), has_gripper=True, max_rate_hz=rate_hz)
+        self.mode = ControlMode.JOINT_POSITION if robot.lower() == "so101" else ControlMode.EEF_POSE
+        if self.mode == ControlMode.JOINT_POSITION:
+            from robolearn.robots.so101_twin import SO101_JOINTS
+
+            self.joint_names = SO101_JOINTS
+        self.capabilities = Capabilities(control_modes=(self.mode,), has_gripper=True, max_rate_hz=rate_hz)
         self.limits: RobotLimits | None = None
         self._rng = np.random.default_rng(seed)
         self._sock: socket.socket | None = None
@@ -202,7 +223,7 @@ class SocketTwin:
         except Exception as exc:  # queue.Empty
             self._proc.terminate()
             raise ConnectionError(f"twin server did not start within {timeout_s} s") from exc
-        self.limits = twin_limits(meta["joint_range"], **self._limit_args)
+        self.limits = twin_limits(meta["joint_range"], joint_vel_max=meta.get("joint_vel_max"), **self._limit_args)
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.setblocking(False)
@@ -304,22 +325,27 @@ class SocketTwin:
         return self._latest
 
     def send_command(self, command: Command) -> None:
-        """Queue ``command`` (``EEF_POSE``) for the server (after the injected latency, unless dropped).
+        """Queue ``command`` (``EEF_POSE``; ``JOINT_POSITION`` for the SO-101) for the server (after
+        the injected latency, unless dropped).
 
         Raises:
             ConnectionError: the link is closed.
-            ValueError: a mode other than ``EEF_POSE``.
+            ValueError: a mode other than the twin's.
         """
         if self._closed:
             raise ConnectionError("twin link closed")
-        if command.mode != ControlMode.EEF_POSE:
-            raise ValueError(f"SocketTwin takes EEF_POSE commands, got {command.mode.value}")
+        if command.mode != self.mode:
+            raise ValueError(f"SocketTwin of {self.robot} takes {self.mode.name} commands, got {command.mode.value}")
         if self.drop_prob and self._rng.random() < self.drop_prob:
             self.n_commands_dropped += 1
             return
-        data = (json.dumps({"type": "command", "pos": list(map(float, command.eef_pos)),
-                            "quat": list(map(float, command.eef_quat)),
-                            "gripper": None if command.gripper is None else float(command.gripper)}) + "\n").encode()
+        gripper = None if command.gripper is None else float(command.gripper)
+        if self.mode == ControlMode.JOINT_POSITION:
+            msg = {"type": "command", "q": list(map(float, command.joint_pos)), "gripper": gripper}
+        else:
+            msg = {"type": "command", "pos": list(map(float, command.eef_pos)),
+                   "quat": list(map(float, command.eef_quat)), "gripper": gripper}
+        data = (json.dumps(msg) + "\n").encode()
         if self.latency_s == 0:
             self._write(data)
             if self._closed:  # the write found the link gone: this command did not leave

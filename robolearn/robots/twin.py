@@ -132,12 +132,15 @@ class TwinSim:
 
 
 def twin_limits(joint_range: np.ndarray, workspace_lower, workspace_upper, eef_speed_max: float,
-                eef_rot_speed_max: float, gripper_speed_max: float) -> RobotLimits:
-    """Limits of the twin: the model's joint ranges ``(n, 2)`` rad and Panda joint speeds, plus the
-    given workspace box (m, world frame) and end-effector speeds (m/s, rad/s, opening/s)."""
+                eef_rot_speed_max: float, gripper_speed_max: float, joint_vel_max=None) -> RobotLimits:
+    """Limits of the twin: the model's joint ranges ``(n, 2)`` rad and joint speeds (``joint_vel_max``
+    ``(n,)`` rad/s; default Panda's), plus the given workspace box (m, world frame) and end-effector
+    speeds (m/s, rad/s, opening/s)."""
     joint_range = np.asarray(joint_range, dtype=np.float64)
     n = len(joint_range)
     vel = PANDA_JOINT_VEL_MAX[:n] if n <= len(PANDA_JOINT_VEL_MAX) else np.full(n, 2.0)
+    if joint_vel_max is not None:
+        vel = np.asarray(joint_vel_max, dtype=np.float64)
     return RobotLimits(joint_lower=joint_range[:, 0], joint_upper=joint_range[:, 1], joint_vel_max=vel,
                        workspace_lower=np.asarray(workspace_lower, float), workspace_upper=np.asarray(workspace_upper, float),
                        eef_speed_max=eef_speed_max, eef_rot_speed_max=eef_rot_speed_max,
@@ -169,6 +172,10 @@ class MujocoTwin:
                                   gripper_speed_max)
         self.capabilities = Capabilities(control_modes=(ControlMode.EEF_POSE,), has_gripper=True,
                                          max_rate_hz=1.0 / self.sim.dt)
+        self._init_clock(clock, max_catch_up_s)
+
+    def _init_clock(self, clock: Callable[[], float], max_catch_up_s: float) -> None:
+        """Clock state of a twin not yet connected (shared by the twins built on this class)."""
         self.clock = clock
         self.max_catch_up_s = float(max_catch_up_s)
         self.lag_s = 0.0

@@ -1,10 +1,14 @@
-"""Teleop devices: keyboard, SpaceMouse and gamepad, each read once per control period.
+"""Teleop devices: keyboard, SpaceMouse, gamepad and leader arm, each read once per control period.
 
 A device turns its raw input into a :class:`TeleopInput`: an end-effector twist in the robot's base
 frame (linear m/s, angular rad/s), an optional gripper target (normalized opening, 1 open) and the
 recording events it saw (``"start"``, ``"stop"``, ``"discard"``, ``"quit"``). The
 :class:`~robolearn.teleop.recorder.TeleopSource` integrates the twist into a pose target, so every
 device drives the robot through the same safety layer and loop as a policy.
+
+The leader arm (:class:`LeaderArmDevice`) is a joint-space device instead: it reads an SO-100/101
+leader arm's joints on its Feetech bus (a :class:`JointTeleopInput`), and its follower is driven in
+joint space (:class:`~robolearn.teleop.recorder.JointTeleopSource`).
 
 Each device reads its hardware through a small *backend* callable, so tests drive them headless with
 scripted events and the real backends (a terminal in raw mode, ``pyspacemouse``, ``pygame``) stay
@@ -267,12 +271,85 @@ class GamepadDevice:
         """Nothing to release."""
 
 
+@dataclass(frozen=True)
+class JointTeleopInput:
+    """One reading of a joint-space device (a leader arm).
+
+    Attributes:
+        joint_pos: ``(n_joints,)`` rad, in the follower's joint order and calibration convention.
+        gripper: target opening in ``[0, 1]`` (1 open), or ``None`` to leave it.
+        events: recording events since the last read, in order.
+    """
+
+    joint_pos: np.ndarray
+    gripper: float | None = None
+    events: tuple[str, ...] = field(default_factory=tuple)
+
+
+class LeaderArmDevice:
+    """An SO-100/101 leader arm on a Feetech bus: torque off (moved by hand), read each period.
+
+    Its servos are calibrated like the follower's (:class:`~robolearn.robots.feetech.FeetechArm`,
+    ``q = direction * (steps - homing_offset) * 2 pi / 4096`` per joint, the gripper's steps mapped to
+    the opening by its ``closed``/``open`` positions), with the leader's own offsets and directions
+    (``hardware/so101_leader.yaml``): the homing offset of each leader servo is its reading with the
+    leader in the follower's zero pose, so equal poses read equal joint positions. Recording events
+    come from keys (``c`` start, ``s`` stop and keep, Backspace discard, ``q`` quit), typed in this
+    terminal by default.
+
+    Args:
+        port: the leader's serial port (``--leader-port``).
+        config: the leader's Feetech config (name in ``hardware/`` or a YAML path), validated as a
+            ``feetech`` robot config (its ``port`` is replaced by ``port``).
+        keys: ``() -> str`` of characters typed since the last call (default :class:`TerminalKeys`).
+        arm: an already built (not connected) Feetech arm to read instead of ``config`` (tests).
+
+    Raises:
+        ConfigError: a bad leader config (file and key named).
+        DeviceError: ``feetech-servo-sdk`` missing, or no terminal for the keys.
+        ConnectionError: the port cannot be opened or a leader servo does not answer.
+    """
+
+    joint_space = True
+
+    def __init__(self, port: str | None = None, config: str = "so101_leader", keys: Callable[[], str] | None = None,
+                 arm=None):
+        if arm is None:
+            from robolearn.robots.config import load_robot_config
+            from robolearn.robots.feetech import FeetechArm
+
+            cfg = load_robot_config(config)
+            arm = FeetechArm.from_config(cfg, **({"port": port} if port else {}), torque_on_connect=False,
+                                         torque_off_on_disconnect=True)
+        self.keys = keys if keys is not None else TerminalKeys()
+        self.arm = arm
+        self.arm.connect()
+
+    def read(self) -> JointTeleopInput:
+        """The leader's calibrated joint positions (rad), gripper opening and the key events.
+
+        Raises:
+            ConnectionError: the leader's bus or a servo is gone.
+        """
+        state = self.arm.read_state()
+        events = tuple(KeyboardDevice.KEY_EVENTS[ch] for ch in self.keys() if ch in KeyboardDevice.KEY_EVENTS)
+        gripper = float(state.gripper) if self.arm.capabilities.has_gripper else None
+        return JointTeleopInput(np.asarray(state.joint_pos, float), gripper, events)
+
+    def close(self) -> None:
+        """Release the bus (torque stays off) and the keys."""
+        self.arm.disconnect()
+        getattr(self.keys, "close", lambda: None)()
+
+
 #: Device name (``robolearn record --device``) -> device class.
-DEVICES: dict[str, type] = {"keyboard": KeyboardDevice, "spacemouse": SpaceMouseDevice, "gamepad": GamepadDevice}
+DEVICES: dict[str, type] = {"keyboard": KeyboardDevice, "spacemouse": SpaceMouseDevice, "gamepad": GamepadDevice,
+                            "leader": LeaderArmDevice}
 
 
 def make_device(name: str, **kwargs):
-    """Open the device :data:`DEVICES` names: ``"keyboard"``, ``"spacemouse"`` or ``"gamepad"``.
+    """Open the device :data:`DEVICES` names: ``"keyboard"``, ``"spacemouse"``, ``"gamepad"`` or
+    ``"leader"`` (``port=`` the leader's serial port).
 
     Raises:
         ValueError: unknown device name (the known ones listed).

@@ -7,7 +7,9 @@ hands it to the safety layer like any other command source. :class:`Recorder` ru
 step (slot) of the loop and writes what happened to a Zarr episode store:
 
 * keys: the robot's observation (the task's observation on the MuJoCo twin, same keys as the eval
-  environment; otherwise ``eef_pos``, ``eef_quat``, ``gripper``, ``joint_pos`` from the robot state),
+  environment; otherwise ``eef_pos``, ``eef_quat``, ``gripper``, ``joint_pos`` from the robot state);
+  from a joint-space source (:class:`JointTeleopSource`, a leader arm) ``action`` is the leader's
+  joint target and gripper opening ``(n_joints + 1,)`` (rad, ``[0, 1]``) and there is no ``action_abs``;
   ``action`` in the task's convention (for Lift: the target minus the measured pose, m and an
   axis-angle in rad, and the gripper in ``[-1, 1]``, -1 open, as ``robolearn collect`` writes),
   ``action_abs`` (the absolute target: position m, quaternion xyzw, opening in ``[0, 1]``),
@@ -35,7 +37,8 @@ from robolearn.robots.scheduler import ActionScheduler
 from robolearn.envs.actions import AbsoluteEefAdapter, DeltaEefAdapter
 from robolearn.robots.session import ChunkCommands
 from robolearn.robots.types import Command, ControlMode, RobotState
-from robolearn.teleop.devices import TeleopInput
+from robolearn.teleop.devices import JointTeleopInput, TeleopInput
+
 
 class TeleopSource:
     """Command source from a teleop device: the twist integrated into a pose target.
@@ -81,13 +84,54 @@ class TeleopSource:
         return Command(ControlMode.EEF_POSE, eef_pos=pos, eef_quat=quat, gripper=self.gripper, timestamp=deadline)
 
 
+class JointTeleopSource:
+    """Command source from a joint-space device (a leader arm): its joint positions become the
+    follower's ``JOINT_POSITION`` target every period (through the safety layer like any command).
+
+    Args:
+        device: anything with ``read() -> JointTeleopInput``.
+
+    Attributes:
+        target: the newest joint target ``(n_joints,)`` rad (``None`` before the first read).
+        gripper: the newest gripper opening ``[0, 1]`` (``None`` until the device gives one).
+        events: queued recording events, for the :class:`Recorder`.
+    """
+
+    joint_space = True
+
+    def __init__(self, device):
+        self.device = device
+        self.events: list[str] = []
+        self.target: np.ndarray | None = None
+        self.gripper: float | None = None
+
+    def reanchor(self) -> None:
+        """Forget the target until the next read (after a reset or a fault)."""
+        self.target = None
+
+    def command(self, k: int, deadline: float, state: RobotState, slot_start: bool) -> Command:
+        """See :class:`~robolearn.robots.session.CommandSource`."""
+        inp: JointTeleopInput = self.device.read()
+        self.events.extend(inp.events)
+        self.target = np.array(inp.joint_pos, float)
+        if inp.gripper is not None:
+            self.gripper = float(inp.gripper)
+        return Command(ControlMode.JOINT_POSITION, joint_pos=self.target, gripper=self.gripper, timestamp=deadline)
+
+    def action(self, state: RobotState) -> np.ndarray:
+        """The recorded action ``(n_joints + 1,)`` float32: the joint target (rad) and the gripper
+        opening (the measured one while the device gives none)."""
+        g = state.gripper if self.gripper is None else self.gripper
+        return np.append(self.target, g).astype(np.float32)
+
+
 class Recorder:
     """Writes teleoperated episodes to a store at every slot of the loop (see the module docstring).
 
     Args:
         store: an :class:`EpisodeStore` open for appending.
         robot: the driver (its ``task_obs``/``reset`` are used when it has them: the twin).
-        source: the :class:`TeleopSource` (its events and target).
+        source: the :class:`TeleopSource` or :class:`JointTeleopSource` (its events and target).
         safety: the safety layer (re-anchored when the twin resets).
         seed_start: first scene seed on the twin (one per started episode).
         max_steps: an episode is stopped (committed) after this many steps.
@@ -169,11 +213,15 @@ class Recorder:
                 self.quit = True
                 return True
         if self.recording and self.source.target is not None:
-            pos, quat = self.source.target
-            g = self.source.gripper
             images = {f"{name}_image": cam() for name, cam in self.cameras.items()}
-            self.store.add_step({**robot_obs(self.robot, state), **images, "action": self.adapter.from_goal(pos, quat, g, state.eef_pos, state.eef_quat),
-                                 "action_abs": np.concatenate([pos, quat, [g]]).astype(np.float32),
+            if getattr(self.source, "joint_space", False):
+                actions = {"action": self.source.action(state)}
+            else:
+                pos, quat = self.source.target
+                g = self.source.gripper
+                actions = {"action": self.adapter.from_goal(pos, quat, g, state.eef_pos, state.eef_quat),
+                           "action_abs": np.concatenate([pos, quat, [g]]).astype(np.float32)}
+            self.store.add_step({**robot_obs(self.robot, state), **images, **actions,
                                  "timestamp": np.array([deadline], np.float64)})
             if self.store.episode_in_progress >= self.max_steps:
                 self._stop(keep=True)
