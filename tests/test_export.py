@@ -9,7 +9,8 @@ import torch
 
 from robolearn.policies.act.policy import ACTPolicy
 from robolearn.policies.diffusion.policy import DiffusionPolicy
-from robolearn.policies.export import example_inputs, export_onnx, input_names
+from robolearn.policies import export
+from robolearn.policies.export import draw_noise, export_onnx, input_names
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -17,15 +18,26 @@ pytest.importorskip("onnx")
 ATOL = 1e-4  # raw action units; the tiny models' actions are O(1)
 
 
+STATS = {"obs": {"min": -np.ones(4), "max": np.ones(4) * 2, "mean": np.zeros(4), "std": np.ones(4)},
+         "action": {"min": -np.ones(2) * 3, "max": np.ones(2), "mean": np.zeros(2), "std": np.ones(2)}}
+
+
 def tiny_diffusion(images=False):
     torch.manual_seed(0)
     shapes = {"obs": (4,), **({"cam_image": (20, 20, 3)} if images else {})}
     vision = {"width": 8, "crop": [16, 16], "num_keypoints": 4, "feature_dim": 8} if images else None
-    stats = {"obs": {"min": -np.ones(4), "max": np.ones(4) * 2, "mean": np.zeros(4), "std": np.ones(4)},
-             "action": {"min": -np.ones(2) * 3, "max": np.ones(2), "mean": np.zeros(2), "std": np.ones(2)}}
     return DiffusionPolicy(shapes, 2, horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32), kernel_size=3,
                            n_groups=4, step_embed_dim=16, num_train_timesteps=20, num_inference_steps=3,
-                           vision=vision, stats=stats).eval()
+                           vision=vision, stats=STATS).eval()
+
+
+def tiny_consistency(steps=2):
+    """A (randomly initialized) consistency student of the tiny diffusion policy: 2 of its 3-step chain."""
+    from robolearn.policies.consistency import ConsistencyPolicy
+
+    teacher = tiny_diffusion()
+    torch.manual_seed(1)
+    return ConsistencyPolicy(teacher.get_config(), num_inference_steps=steps, stats=STATS).eval()
 
 
 def tiny_act():
@@ -37,17 +49,11 @@ def tiny_act():
 
 
 def random_obs(policy, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ins = example_inputs(policy, 1)
-    obs = {}
-    for k, x in zip(policy.obs_shapes, ins):
-        obs[k] = (torch.randint(0, 256, x.shape, generator=g).to(torch.uint8) if x.dtype == torch.uint8
-                  else torch.randn(x.shape, generator=g))
-    return obs
+    return export.random_obs(policy, 1, seed)
 
 
-@pytest.mark.parametrize("make", [tiny_diffusion, lambda: tiny_diffusion(images=True), tiny_act],
-                         ids=["diffusion", "diffusion_image", "act"])
+@pytest.mark.parametrize("make", [tiny_diffusion, lambda: tiny_diffusion(images=True), tiny_consistency, tiny_act],
+                         ids=["diffusion", "diffusion_image", "consistency", "act"])
 def test_onnx_file_runs_without_robolearn_and_matches_eager(tmp_path, make):
     policy = make()
     model, side = export_onnx(policy, tmp_path / "policy.onnx")
@@ -58,8 +64,9 @@ def test_onnx_file_runs_without_robolearn_and_matches_eager(tmp_path, make):
     feeds = {f"obs.{k}": v.numpy() for k, v in obs.items()}
     kwargs = {}
     if "noise" in meta["inputs"][-1]["name"]:
-        feeds["noise"] = torch.randn((1, policy.horizon, policy.action_dim), generator=torch.Generator().manual_seed(7)).numpy()
-        kwargs = {"generator": torch.Generator().manual_seed(7)}  # the eager policy's first draw is the same noise
+        feeds["noise"] = draw_noise(policy, 1, torch.Generator().manual_seed(7)).numpy()
+        assert list(feeds["noise"].shape) == meta["inputs"][-1]["shape"]
+        kwargs = {"generator": torch.Generator().manual_seed(7)}  # the eager policy draws the same noise from it
     eager = policy.predict_action_chunk(obs, **kwargs).numpy()
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, feeds)
@@ -68,13 +75,14 @@ def test_onnx_file_runs_without_robolearn_and_matches_eager(tmp_path, make):
     assert not policy.training  # export leaves the policy in eval mode
 
 
-def test_accelerate_matches_eager_and_reexports_on_new_steps():
+@pytest.mark.parametrize("make", [tiny_diffusion, lambda: tiny_consistency(steps=1)], ids=["diffusion", "consistency"])
+def test_accelerate_matches_eager_and_reexports_on_new_steps(make):
     from robolearn.policies.fast import accelerate
 
-    policy = tiny_diffusion()
+    policy = make()
     fast = accelerate(policy, "onnxruntime", threads=1)
     obs = random_obs(policy)
-    for steps in (3, 1):
+    for steps in (3, 1) if policy.num_inference_steps == 3 else (1, 3):  # consistency: the re-noising steps too
         policy.num_inference_steps = steps
         a = fast.predict_action(obs, generator=torch.Generator().manual_seed(5))
         b = policy.predict_action(obs, generator=torch.Generator().manual_seed(5))
@@ -155,3 +163,4 @@ def test_deploy_and_eval_take_a_backend(tmp_path):
     for cmd in ("eval", "deploy"):
         assert build_parser().parse_args([cmd, "ckpt"]).backend == "eager"
         assert build_parser().parse_args([cmd, "ckpt", "--backend", "compile"]).backend == "compile"
+

@@ -8,22 +8,22 @@ import pytest
 import torch
 
 from robolearn.policies.fast import BACKENDS, CompiledPolicy, accelerate
-from test_export import ATOL, random_obs, tiny_act, tiny_diffusion
+from test_export import ATOL, random_obs, tiny_act, tiny_consistency, tiny_diffusion
 
 
-@pytest.mark.parametrize("make", [tiny_diffusion, tiny_act], ids=["diffusion", "act"])
+@pytest.mark.parametrize("make", [tiny_diffusion, tiny_consistency, tiny_act], ids=["diffusion", "consistency", "act"])
 def test_compile_matches_eager(make):
     policy = make()
     fast = accelerate(policy, "compile")
     assert isinstance(fast, CompiledPolicy)
     obs = random_obs(policy)
-    kw = lambda: {"generator": torch.Generator().manual_seed(5)} if isinstance(fast, CompiledPolicy) and fast.kind == "diffusion" else {}  # noqa: E731
+    kw = lambda: {"generator": torch.Generator().manual_seed(5)} if fast.kind != "act" else {}  # noqa: E731
     a = fast.predict_action(obs, **kw())
     b = policy.predict_action(obs, **kw())
     assert a.shape == b.shape == (1, policy.n_action_steps, 2)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=ATOL, rtol=0)
     # another step count (the same compiled U-Net) on a batch of two (recompiled once, dynamic batch axis)
-    if fast.kind == "act":
+    if fast.kind != "diffusion":
         return
     obs2 = {k: torch.cat([v, random_obs(policy, seed=2)[k]]) for k, v in obs.items()}
     policy.num_inference_steps = 1

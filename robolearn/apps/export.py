@@ -1,7 +1,7 @@
 """``robolearn export CHECKPOINT --format onnx``: a self-contained model of a trained policy for edge computers.
 
-Composes :mod:`robolearn.policies.export` (the ONNX graph: normalizer, encoder, DDIM loop unrolled with
-the initial noise an input, or ACT's forward; its JSON sidecar) and checks the written file against
+Composes :mod:`robolearn.policies.export` (the ONNX graph: normalizer, encoder, DDIM loop (or a distilled
+consistency policy's steps) unrolled with the noise an input, or ACT's forward; its JSON sidecar) and checks the written file against
 eager torch on one seeded example (ONNX Runtime, when it is installed).
 """
 
@@ -18,12 +18,12 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
                       num_inference_steps: int | None = None, batch: int = 1, use_ema: bool = True,
                       seed: int = 0) -> dict[str, Any]:
     """Export ``checkpoint``'s policy to ``out`` (default ``<run>/export/policy_<K>steps.onnx`` for a
-    diffusion policy, ``<run>/export/policy.onnx`` for ACT) with its sidecar (same path, ``.json``).
+    diffusion or consistency policy, ``<run>/export/policy.onnx`` for ACT) with its sidecar (same path, ``.json``).
 
     Args:
         checkpoint: checkpoint or run directory.
         fmt: export format; only ``"onnx"``.
-        num_inference_steps: DDIM steps unrolled in the graph (default: the checkpoint's).
+        num_inference_steps: DDIM (or consistency) steps unrolled in the graph (default: the checkpoint's).
         batch: the graph's fixed batch size (1: the latency case).
         use_ema: the EMA weights (else the raw ones).
         seed: seed of the parity example (random raw observations, standard normal low-dim keys
@@ -52,7 +52,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
     policy, _ = load_policy(checkpoint, use_ema=use_ema)
     kind = policy_kind(policy)
     set_inference_steps(policy, num_inference_steps)
-    steps = int(policy.num_inference_steps) if kind == "diffusion" else None
+    steps = int(policy.num_inference_steps) if kind != "act" else None
     if out is None:
         out = run_dir_of(checkpoint) / "export" / (f"policy_{steps}steps.onnx" if steps else "policy.onnx")
     t0 = time.monotonic()
@@ -77,7 +77,7 @@ def parity(policy, model: str | Path, batch: int = 1, seed: int = 0) -> dict[str
     """
     import torch
 
-    from robolearn.policies.export import policy_kind, random_obs
+    from robolearn.policies.export import draw_noise, random_obs
 
     try:
         import onnxruntime as ort
@@ -86,11 +86,10 @@ def parity(policy, model: str | Path, batch: int = 1, seed: int = 0) -> dict[str
     obs = random_obs(policy, batch, seed)
     feeds = {f"obs.{k}": v.numpy() for k, v in obs.items()}
     kwargs = {}
-    if policy_kind(policy) == "diffusion":
-        noise_seed = seed + 1
-        feeds["noise"] = torch.randn((batch, policy.horizon, policy.action_dim),
-                                     generator=torch.Generator().manual_seed(noise_seed)).numpy()
-        kwargs = {"generator": torch.Generator().manual_seed(noise_seed)}  # eager's first draw: the same noise
+    noise = draw_noise(policy, batch, torch.Generator().manual_seed(seed + 1))
+    if noise is not None:
+        feeds["noise"] = noise.numpy()
+        kwargs = {"generator": torch.Generator().manual_seed(seed + 1)}  # eager draws the same noise from it
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     (onnx_out,) = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"]).run(None, feeds)

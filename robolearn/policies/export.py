@@ -8,11 +8,15 @@ What the ONNX graph holds (nothing of robolearn is needed to run it):
   same arithmetic as diffusers' ``DDIMScheduler.step`` with ``clip_sample``), with the **initial
   noise as an input** ``noise (B, horizon, action_dim)`` drawn from N(0, I) by the caller, so the
   result is deterministic and comparable with eager torch for the same noise;
+* for a consistency policy (distilled, :mod:`robolearn.policies.consistency`), its multistep
+  consistency sampling (Song et al. 2023, Alg. 1) at its preset chaining steps, unrolled, with **every
+  normal draw an input** ``noise (K, B, horizon, action_dim)``: ``noise[0]`` the initial noise,
+  ``noise[i]`` the re-noising before evaluation ``i`` (drawn in that order, as the eager policy draws them);
 * for ACT, the single forward with ``z = 0`` (temporal ensembling, a per-step average over calls,
   stays with the caller).
 
 Inputs: ``obs.<key>`` of shape ``(B, n_obs_steps, *shape)`` (float32 for low-dim keys, uint8 for
-images), ``noise`` for diffusion. Output: ``action_chunk (B, horizon - n_obs_steps + 1, action_dim)``
+images), ``noise`` for diffusion and consistency policies (:func:`noise_shape`). Output: ``action_chunk (B, horizon - n_obs_steps + 1, action_dim)``
 in raw units (the chunk from the current step on, as :meth:`Policy.predict_action_chunk`; execute its
 first ``n_action_steps``). The batch axis is fixed at export (1 by default, the latency case).
 """
@@ -85,6 +89,51 @@ class DDIMSampler(nn.Module):
         return p.normalizer.unnormalize("action", x)[:, p.n_obs_steps - 1:]
 
 
+class ConsistencySampler(nn.Module):
+    """A consistency policy's multistep sampling as one module: ``(obs..., noise (K, B, T, A)) -> action chunk``.
+
+    :meth:`ConsistencyPolicy.sample` (Song et al. 2023, Alg. 1) with the chaining timesteps and their
+    scalings as per-step constants: ``x = noise[0]``; at step ``i > 0``, ``x = sqrt(abar_t) x0 +
+    sqrt(1 - abar_t) noise[i]``; then ``x0 = clip(c_skip x + c_out (x - sqrt(1 - abar_t) eps) / sqrt(abar_t))``.
+
+    Args:
+        policy: a :class:`~robolearn.policies.consistency.ConsistencyPolicy` (eval mode).
+        num_inference_steps: consistency evaluations ``K`` (default: the policy's; in ``[1, teacher_steps]``).
+        denoiser: the noise-prediction network (default ``policy.model``), as for :class:`DDIMSampler`.
+
+    Raises:
+        ValueError: ``K`` outside ``[1, teacher_steps]``.
+    """
+
+    def __init__(self, policy, num_inference_steps: int | None = None, denoiser: nn.Module | None = None):
+        super().__init__()
+        self.policy = policy
+        self.denoiser = policy.model if denoiser is None else denoiser
+        k = int(num_inference_steps or policy.num_inference_steps)
+        if not 1 <= k <= policy.teacher_steps:
+            raise ValueError(f"a consistency policy takes 1 to {policy.teacher_steps} inference steps, got {k}")
+        self.steps: list[tuple[int, float, float, float, float]] = []
+        for t in policy.chain(k):
+            tt = torch.tensor([t])
+            ab = float(policy.alpha_bar(tt))
+            c_skip, c_out = (float(c) for c in policy.scalings(tt))
+            self.steps.append((max(int(t), 0), ab ** 0.5, (1 - ab) ** 0.5, c_skip, c_out))
+        self.num_inference_steps = k
+        self.keys = list(policy.obs_shapes)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs``: one tensor per key of ``policy.obs_shapes`` (in order), then ``noise (K, B, T, A)``."""
+        p = self.policy
+        noise = inputs[-1]
+        cond = p.encode_obs(dict(zip(self.keys, inputs[:-1])))
+        x0 = noise[0]
+        for i, (t, sa, s1, c_skip, c_out) in enumerate(self.steps):
+            x = noise[0] if i == 0 else sa * x0 + s1 * noise[i]
+            eps = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
+            x0 = (c_skip * x + c_out * ((x - s1 * eps) / sa)).clamp(-1.0, 1.0)
+        return p.normalizer.unnormalize("action", x0)[:, p.n_obs_steps - 1:]
+
+
 class ACTForward(nn.Module):
     """ACT's chunk as one module: ``(obs...) -> action chunk`` with ``z = 0``."""
 
@@ -102,41 +151,83 @@ class ACTForward(nn.Module):
         return p.normalizer.unnormalize("action", p.decode(state, z, p._image_tokens(obs)))
 
 
+#: the exportable families whose graph takes a ``noise`` input (sampled policies)
+SAMPLED = ("diffusion", "consistency")
+
+
 def policy_kind(policy) -> str:
-    """``"diffusion"`` or ``"act"``: which exportable family ``policy`` is.
+    """``"diffusion"``, ``"consistency"`` or ``"act"``: which exportable family ``policy`` is.
 
     Raises:
         ValueError: another policy type (e.g. a residual-RL policy).
     """
     from robolearn.policies.act.policy import ACTPolicy
+    from robolearn.policies.consistency import ConsistencyPolicy
     from robolearn.policies.diffusion.policy import DiffusionPolicy
 
     if isinstance(policy, DiffusionPolicy):
         return "diffusion"
+    if isinstance(policy, ConsistencyPolicy):
+        return "consistency"
     if isinstance(policy, ACTPolicy):
         return "act"
-    raise ValueError(f"cannot export a {type(policy).__name__}: only diffusion and ACT policies are exportable")
+    raise ValueError(f"cannot export a {type(policy).__name__}: only diffusion, consistency and ACT policies "
+                     "are exportable")
+
+
+def sampler(policy, num_inference_steps: int | None = None, denoiser: nn.Module | None = None) -> nn.Module:
+    """:class:`DDIMSampler` or :class:`ConsistencySampler` of a sampled policy, eval mode."""
+    cls = ConsistencySampler if policy_kind(policy) == "consistency" else DDIMSampler
+    return cls(policy, num_inference_steps, denoiser=denoiser).eval()
 
 
 def export_module(policy, num_inference_steps: int | None = None) -> nn.Module:
-    """The traceable module of ``policy`` (:class:`DDIMSampler` or :class:`ACTForward`), eval mode."""
-    kind = policy_kind(policy)
+    """The traceable module of ``policy`` (:func:`sampler` or :class:`ACTForward`), eval mode."""
     # eval() on the wrapper, not only the policy: the exporter restores the wrapper's mode afterwards,
     # recursively, and a new module is in training mode (dropout, random crops)
-    return (DDIMSampler(policy, num_inference_steps) if kind == "diffusion" else ACTForward(policy)).eval()
+    if policy_kind(policy) in SAMPLED:
+        return sampler(policy, num_inference_steps)
+    return ACTForward(policy).eval()
 
 
-def example_inputs(policy, batch: int = 1, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """Inputs of the exported graph in order: ``obs.<key>`` (zeros; uint8 for images), then ``noise`` for diffusion."""
+def noise_shape(policy, batch: int = 1, num_inference_steps: int | None = None) -> tuple[int, ...] | None:
+    """Shape of the graph's ``noise`` input: ``(B, horizon, A)`` for diffusion, ``(K, B, horizon, A)``
+    for a consistency policy (``K`` evaluations: default the policy's), ``None`` for ACT."""
+    kind = policy_kind(policy)
+    one = (batch, policy.horizon, policy.action_dim)
+    if kind == "diffusion":
+        return one
+    if kind == "consistency":
+        return (int(num_inference_steps or policy.num_inference_steps), *one)
+    return None
+
+
+def draw_noise(policy, batch: int = 1, generator: torch.Generator | None = None,
+               num_inference_steps: int | None = None) -> torch.Tensor | None:
+    """The ``noise`` input drawn as the eager policy draws it from ``generator`` (torch's global one
+    when ``None``): one ``randn((B, horizon, A))`` for diffusion; ``K`` of them in sampling order,
+    stacked, for a consistency policy; ``None`` for ACT. With the same generator state the exported
+    graph then gives the eager policy's actions."""
+    shape = noise_shape(policy, batch, num_inference_steps)
+    if shape is None:
+        return None
+    if len(shape) == 3:
+        return torch.randn(shape, generator=generator)
+    return torch.stack([torch.randn(shape[1:], generator=generator) for _ in range(shape[0])])
+
+
+def example_inputs(policy, batch: int = 1, generator: torch.Generator | None = None,
+                   num_inference_steps: int | None = None) -> list[torch.Tensor]:
+    """Inputs of the exported graph in order: ``obs.<key>`` (zeros; uint8 for images), then ``noise``
+    (:func:`draw_noise`) for sampled policies."""
     from robolearn.policies.vision import is_image_shape
 
     out = []
     for k, shape in policy.obs_shapes.items():
         dtype = torch.uint8 if is_image_shape(shape) else torch.float32
         out.append(torch.zeros((batch, policy.n_obs_steps, *shape), dtype=dtype))
-    if policy_kind(policy) == "diffusion":
-        out.append(torch.randn((batch, policy.horizon, policy.action_dim), generator=generator))
-    return out
+    noise = draw_noise(policy, batch, generator, num_inference_steps)
+    return out + ([] if noise is None else [noise])
 
 
 def random_obs(policy, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -149,9 +240,9 @@ def random_obs(policy, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]
 
 
 def input_names(policy) -> list[str]:
-    """Names of the graph's inputs: ``obs.<key>`` per observation key, then ``noise`` for diffusion."""
+    """Names of the graph's inputs: ``obs.<key>`` per observation key, then ``noise`` for sampled policies."""
     names = [f"obs.{k}" for k in policy.obs_shapes]
-    return names + (["noise"] if policy_kind(policy) == "diffusion" else [])
+    return names + (["noise"] if policy_kind(policy) in SAMPLED else [])
 
 
 def onnx_bytes(policy, num_inference_steps: int | None = None, batch: int = 1) -> bytes:
@@ -173,7 +264,7 @@ def onnx_bytes(policy, num_inference_steps: int | None = None, batch: int = 1) -
         ImportError: ``onnx``/``onnxscript`` missing (``pip install robolearn[onnx]``).
     """
     module = export_module(policy, num_inference_steps)
-    args = tuple(example_inputs(policy, batch, torch.Generator().manual_seed(0)))
+    args = tuple(example_inputs(policy, batch, torch.Generator().manual_seed(0), num_inference_steps))
     buf = io.BytesIO()
     names = dict(input_names=input_names(policy), output_names=["action_chunk"], opset_version=ONNX_OPSET)
     with torch.enable_grad(), warnings.catch_warnings():
@@ -217,9 +308,12 @@ def sidecar(policy, num_inference_steps: int | None = None, batch: int = 1,
     kind = policy_kind(policy)
     inputs = [{"name": f"obs.{k}", "shape": [batch, policy.n_obs_steps, *s],
                "dtype": "uint8" if is_image_shape(s) else "float32"} for k, s in policy.obs_shapes.items()]
-    if kind == "diffusion":
-        inputs.append({"name": "noise", "shape": [batch, policy.horizon, policy.action_dim], "dtype": "float32",
-                       "law": "standard normal N(0, I), drawn fresh per call"})
+    if kind in SAMPLED:
+        law = "standard normal N(0, I), drawn fresh per call"
+        if kind == "consistency":
+            law += "; noise[0] the initial noise, noise[i] the re-noising before consistency evaluation i"
+        inputs.append({"name": "noise", "shape": list(noise_shape(policy, batch, num_inference_steps)),
+                       "dtype": "float32", "law": law})
     return {
         "format": "onnx", "opset": ONNX_OPSET, "policy_type": kind, "inputs": inputs,
         "outputs": [{"name": "action_chunk", "shape": [batch, policy.chunk_length, policy.action_dim],
@@ -228,7 +322,7 @@ def sidecar(policy, num_inference_steps: int | None = None, batch: int = 1,
         "obs_keys": list(policy.obs_shapes), "obs_shapes": {k: list(v) for k, v in policy.obs_shapes.items()},
         "n_obs_steps": policy.n_obs_steps, "n_action_steps": policy.n_action_steps, "horizon": policy.horizon,
         "action_dim": policy.action_dim,
-        "num_inference_steps": (int(num_inference_steps or policy.num_inference_steps) if kind == "diffusion" else None),
+        "num_inference_steps": (int(num_inference_steps or policy.num_inference_steps) if kind in SAMPLED else None),
         "units": dict(units or {}) or "the demonstration store's units of each key (raw, unnormalized)",
     }
 

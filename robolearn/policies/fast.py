@@ -1,8 +1,8 @@
 """Faster batch-1 inference behind the same ``predict_action``: a policy run by ONNX Runtime or torch.compile.
 
-:func:`accelerate` wraps a loaded diffusion or ACT policy. ``backend="onnxruntime"`` exports the
+:func:`accelerate` wraps a loaded diffusion, consistency (distilled) or ACT policy. ``backend="onnxruntime"`` exports the
 policy's chunk prediction to ONNX in memory (:mod:`robolearn.policies.export`: normalizer, encoder
-and the DDIM loop unrolled, the initial noise an input) and runs it in an ONNX Runtime session
+and the DDIM loop or consistency steps unrolled, the noise an input) and runs it in an ONNX Runtime session
 with ``threads`` intra-op threads. The noise is drawn with torch exactly as the eager policy draws it
 (``torch.randn((B, horizon, action_dim), generator=generator)``), so for the same generator state the
 actions equal eager mode's up to float rounding (tested: ``tests/test_export.py``, 1e-4 absolute
@@ -10,7 +10,7 @@ in normalized [-1, 1] units times the action range). ``backend="eager"`` returns
 Where ``onnxruntime`` (or ``onnx``) is not installed, :func:`accelerate` warns once (one line) and
 returns the eager policy. The batch size is fixed per session; a new one re-exports (once per size).
 
-``backend="compile"`` runs the same DDIM loop in Python with the U-Net compiled by ``torch.compile``
+``backend="compile"`` runs the same DDIM (or consistency) loop in Python with the U-Net compiled by ``torch.compile``
 (inductor's C++ kernels on a CPU; one graph serves every step, the timestep being an input), and
 ACT's whole forward compiled; the noise is drawn as above, so actions equal eager mode's within the
 same tolerance (tested: ``tests/test_fast.py``). Compiling takes seconds to minutes (measured 7 s for
@@ -84,7 +84,7 @@ class OnnxRuntimePolicy(_Accelerated):
     on the model already exported.
 
     Args:
-        policy: a diffusion or ACT policy (eval mode).
+        policy: a diffusion, consistency or ACT policy (eval mode).
         threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
 
     Raises:
@@ -107,9 +107,9 @@ class OnnxRuntimePolicy(_Accelerated):
     def _session(self, batch: int):
         import onnxruntime as ort
 
-        from robolearn.policies.export import onnx_bytes
+        from robolearn.policies.export import SAMPLED, onnx_bytes
 
-        steps = getattr(self.policy, "num_inference_steps", None) if self.kind == "diffusion" else None
+        steps = getattr(self.policy, "num_inference_steps", None) if self.kind in SAMPLED else None
         key = (batch, steps, self.threads)
         if key not in self._sessions:
             if key[:2] not in self._models:  # one export per batch size and step count
@@ -124,26 +124,29 @@ class OnnxRuntimePolicy(_Accelerated):
     def predict_action_chunk(self, obs: Mapping[str, torch.Tensor],
                              generator: torch.Generator | None = None) -> torch.Tensor:
         """As the policy's: ``obs = {key: (B, n_obs_steps, *shape)}`` raw -> ``(B, chunk_length, A)`` raw."""
+        from robolearn.policies.export import draw_noise
+
         p = self.policy
         inputs = _graph_inputs(p, obs)
         feeds = {f"obs.{k}": x.numpy() for k, x in zip(p.obs_shapes, inputs)}
         batch = inputs[0].shape[0]
-        if self.kind == "diffusion":
-            feeds["noise"] = torch.randn((batch, p.horizon, p.action_dim), generator=generator).numpy()
+        noise = draw_noise(p, batch, generator)
+        if noise is not None:
+            feeds["noise"] = noise.numpy()
         return torch.from_numpy(self._session(batch).run(None, feeds)[0])
 
 
 class CompiledPolicy(_Accelerated):
     """``policy``'s ``predict_action_chunk`` / ``predict_action`` with its network compiled by ``torch.compile``.
 
-    A diffusion policy keeps its DDIM loop in Python (:class:`~robolearn.policies.export.DDIMSampler`,
-    the same per-step arithmetic as the ONNX graph) around the compiled U-Net; an ACT policy's whole
+    A diffusion or consistency policy keeps its sampling loop in Python
+    (:func:`~robolearn.policies.export.sampler`, the same per-step arithmetic as the ONNX graph) around the compiled U-Net; an ACT policy's whole
     chunk forward (:class:`~robolearn.policies.export.ACTForward`) is compiled. Shapes are static
     at first; a second batch size recompiles once with a dynamic batch axis (torch's default). Attributes not defined here are the wrapped policy's; changing
     its ``num_inference_steps`` takes effect on the next call.
 
     Args:
-        policy: a diffusion or ACT policy (eval mode).
+        policy: a diffusion, consistency or ACT policy (eval mode).
         mode: ``torch.compile``'s ``mode`` (default: inductor's default).
 
     Raises:
@@ -156,14 +159,14 @@ class CompiledPolicy(_Accelerated):
         self.kind = policy_kind(policy)
         self.policy = policy.eval()
         self.backend = "compile"
-        net = policy.model if self.kind == "diffusion" else ACTForward(policy).eval()
+        net = ACTForward(policy).eval() if self.kind == "act" else policy.model
         self._net = torch.compile(net, mode=mode)
         self._samplers: dict[int, Any] = {}
 
     def predict_action_chunk(self, obs: Mapping[str, torch.Tensor],
                              generator: torch.Generator | None = None) -> torch.Tensor:
         """As the policy's: ``obs = {key: (B, n_obs_steps, *shape)}`` raw -> ``(B, chunk_length, A)`` raw."""
-        from robolearn.policies.export import DDIMSampler
+        from robolearn.policies.export import draw_noise, sampler
 
         p = self.policy
         inputs = _graph_inputs(p, obs)
@@ -172,17 +175,16 @@ class CompiledPolicy(_Accelerated):
                 return self._net(*inputs)
             steps = int(p.num_inference_steps)
             if steps not in self._samplers:
-                self._samplers[steps] = DDIMSampler(p, steps, denoiser=self._net).eval()
-            noise = torch.randn((inputs[0].shape[0], p.horizon, p.action_dim), generator=generator)
-            return self._samplers[steps](*inputs, noise)
+                self._samplers[steps] = sampler(p, steps, denoiser=self._net)
+            return self._samplers[steps](*inputs, draw_noise(p, inputs[0].shape[0], generator))
 
 
 def check_backend(backend: str, policy=None) -> None:
     """Check, without exporting or compiling, that ``backend`` is known and can run ``policy`` (when given).
 
     Raises:
-        ValueError: unknown backend, or a non-eager backend for a policy that is neither diffusion
-            nor ACT (e.g. a residual-RL policy).
+        ValueError: unknown backend, or a non-eager backend for a policy that is not diffusion,
+            consistency or ACT (e.g. a residual-RL policy).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown inference backend {backend!r}; known: {list(BACKENDS)}")
@@ -197,7 +199,7 @@ def accelerate(policy, backend: str = "onnxruntime", threads: int | None = None)
     line, where the backend's package is missing (onnxruntime) or compiling fails (compile).
 
     Args:
-        policy: a loaded diffusion or ACT policy (eval mode).
+        policy: a loaded diffusion, consistency or ACT policy (eval mode).
         backend: one of :data:`BACKENDS`.
         threads: ONNX Runtime's intra-op threads (default ``torch.get_num_threads()``); the torch
             backends use torch's own setting.
