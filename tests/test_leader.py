@@ -104,17 +104,23 @@ def test_leader_trajectory_is_recorded_within_one_servo_step(tmp_path, leader_ya
     assert lag < 0.1, lag
 
 
-def test_record_app_with_the_leader_device(tmp_path, leader_yaml):
+@pytest.mark.parametrize("robot", ["so101_sim", "so101_sim_socket"])
+def test_record_app_with_the_leader_device(tmp_path, leader_yaml, robot):
     """`robolearn record --robot so101_sim --device leader --leader-port PORT` as the CLI calls it,
-    in real time, with the leader held still (so any read of it gives the same pose)."""
+    in real time (in-process twin and twin over its socket), with the leader held still (so any
+    read of it gives the same pose)."""
     bus = EmulatedFeetechBus(start_steps=2048)
     q, g = np.array([0.4, -0.3, 0.5, -0.2, 1.0]), 0.25
     still = {**{i + 1: s for i, s in enumerate(OFFSETS + DIRECTIONS * q / STEP)}, 6: CLOSED + g * (OPEN - CLOSED)}
     bus.hand = lambda: still
-    t0 = time.monotonic()
-    keys = keys_at(lambda: time.monotonic() - t0, [(0.3, "c"), (1.3, "s"), (1.5, "q")])
+    t0 = []  # the keys' time starts at their first poll: the loop's first period, after the twin is up
+
+    def since_first_poll():
+        t0.append(time.monotonic())
+        return t0[-1] - t0[0]
+    keys = keys_at(since_first_poll, [(0.3, "c"), (1.3, "s"), (1.5, "q")])
     try:
-        result = record_with_device("so101_sim", "leader", tmp_path / "rec.zarr", leader_port=bus.port,
+        result = record_with_device(robot, "leader", tmp_path / "rec.zarr", leader_port=bus.port,
                                     device_kwargs={"config": leader_yaml, "keys": keys}, fps=20,
                                     realtime=False, duration_s=5.0)
     finally:
