@@ -113,7 +113,7 @@ def test_cli_export_writes_model_and_sidecar_and_prints_parity(tmp_path, capsys)
     out = tmp_path / "edge" / "lift.onnx"
     assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out), "--num-inference-steps", "3"]) == 0
     printed = capsys.readouterr().out
-    assert str(out) in printed and "3 DDIM steps unrolled" in printed
+    assert str(out) in printed and "3 DDIM step(s) unrolled" in printed
     diff = float(printed.split("max |onnxruntime - eager| ")[1].split()[0])
     assert diff < ATOL
     meta = json.loads(out.with_suffix(".json").read_text())
