@@ -1,4 +1,4 @@
-"""``robolearn <command>``: quickstart, collect, train, rl, eval, deploy, record, replay, inspect, convert.
+"""``robolearn <command>``: quickstart, collect, train, rl, distill, eval, deploy, export, record, replay, inspect, convert.
 
 Argument parsing and printing only: each command calls its job in :mod:`robolearn.apps`.
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def cmd_train(args) -> int:
     """``robolearn train [overrides]``: train (or resume) the configured policy."""
     from robolearn.apps.train import train_from_overrides
 
-    print(f"checkpoint: {train_from_overrides(args.overrides)}")
+    ckpt = train_from_overrides(args.overrides)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: once, from rank 0
+        print(f"checkpoint: {ckpt}")
     return 0
 
 
@@ -138,6 +141,19 @@ def cmd_rl(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    """``robolearn distill CHECKPOINT [overrides]``: distil a diffusion policy into a consistency policy."""
+    from robolearn.apps.distill import distill_checkpoint
+
+    out = distill_checkpoint(args.checkpoint, args.overrides, run_dir=args.out)
+    s = out["summary"]
+    before, after = s.get("gap_before") or {}, s.get("gap_after") or {}
+    gaps = "; ".join(f"{k.replace('_', ' ')} {before[k]:.4f} -> {after[k]:.4f}" for k in before if k.startswith("gap") and k in after)
+    print(f"checkpoint: {out['checkpoint']} ({s['steps']} steps, {s['num_inference_steps']}-step student of a "
+          f"{s['teacher_steps']}-step DDIM teacher{'; ' + gaps if gaps else ''})")
+    return 0
+
+
 def cmd_eval(args) -> int:
     """``robolearn eval CHECKPOINT``: held-out rollouts; prints the success rate, writes JSON and a
     report folder (``report.md``, plots, MP4 videos of the first episodes)."""
@@ -145,7 +161,7 @@ def cmd_eval(args) -> int:
 
     result, out, report = evaluate(args.checkpoint, args.episodes, out=args.out, seed_start=args.seed_start,
                                    n_envs=args.n_envs, use_ema=not args.no_ema, num_inference_steps=args.ddim_steps,
-                                   n_action_steps=args.action_steps, videos=args.videos)
+                                   n_action_steps=args.action_steps, videos=args.videos, backend=args.backend)
     lo, hi = result["success_ci95"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
           f"95% CI [{lo:.3f}, {hi:.3f}], mean episode length {result['mean_episode_length']:.1f}; "
@@ -160,7 +176,8 @@ def cmd_deploy(args) -> int:
 
     result, out = deploy_and_save(args.checkpoint, robot=args.robot, episodes=args.episodes, out=args.out,
                                   seed_start=args.seed_start, realtime=not args.no_realtime,
-                                  num_inference_steps=args.ddim_steps, use_ema=not args.no_ema)
+                                  num_inference_steps=args.ddim_steps, use_ema=not args.no_ema,
+                                  backend=args.backend)
     lo, hi = result["success_ci95"]
     lat = result["loop"]["lateness"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
@@ -170,15 +187,33 @@ def cmd_deploy(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """``robolearn export CHECKPOINT --format onnx``: a self-contained model + JSON sidecar, checked against eager torch."""
+    from robolearn.apps.export import export_checkpoint
+
+    r = export_checkpoint(args.checkpoint, args.format, out=args.out, num_inference_steps=args.num_inference_steps,
+                          batch=args.batch, use_ema=not args.no_ema)
+    kind = "DDIM" if r["policy_type"] == "diffusion" else "consistency"
+    steps = f", {r['num_inference_steps']} {kind} step(s) unrolled" if r["num_inference_steps"] else ""
+    diff = (f"max |onnxruntime - eager| {r['max_abs_diff']:.2e} (raw action units)" if r["max_abs_diff"] is not None
+            else r["parity_note"])
+    print(f"exported {r['policy_type']} policy (batch {r['batch']}{steps}) in {r['export_s']:.1f} s -> {r['model']} "
+          f"(sidecar {r['sidecar']}); {diff}")
+    return 0
+
+
 def cmd_record(args) -> int:
     """``robolearn record --robot sim --device keyboard``: teleoperated episodes into a Zarr store."""
     from robolearn.apps.record import record_with_device
 
     print("recording: c start, s stop and keep, Backspace discard, q quit; "
           "move i/k j/l u/o (x y z), y/h yaw, space gripper" if args.device == "keyboard" else
-          "recording: see `robolearn record --help` for the device's buttons", flush=True)
+          "recording: c start, s stop and keep, Backspace discard, q quit; move the leader arm" if args.device == "leader"
+          else "recording: see `robolearn record --help` for the device's buttons", flush=True)
     result = record_with_device(args.robot, args.device, args.out, fps=args.fps, append=args.append,
-                                seed_start=args.seed_start, realtime=not args.no_realtime)
+                                seed_start=args.seed_start, realtime=not args.no_realtime,
+                                leader_port=args.leader_port, device_kwargs={"config": args.leader_config}
+                                if args.device == "leader" else None)
     print(f"{result['committed']} episode(s) kept, {result['discarded']} discarded; "
           f"{result['episodes']} in {result['path']}")
     return 0
@@ -264,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--no-eval", action="store_true", help="skip the final base vs base + residual evaluation")
     rl.set_defaults(fn=cmd_rl)
 
+    ds = sub.add_parser("distill", help="distil a diffusion policy into a 1-3 step consistency policy; resumes a "
+                        "killed run")
+    ds.add_argument("checkpoint", help="teacher checkpoint or run directory (a diffusion policy)")
+    ds.add_argument("overrides", nargs="*", help="distillation settings (configs/distill/default.yaml), e.g. "
+                    "distill.steps=4000 distill.num_inference_steps=2; distill=<name> picks another file")
+    ds.add_argument("--out", help="run directory (default: <teacher run>_distill)")
+    ds.set_defaults(fn=cmd_distill)
+
     e = sub.add_parser("eval", help="evaluate a checkpoint on held-out seeded episodes")
     e.add_argument("checkpoint", help="checkpoint directory or run directory")
     e.add_argument("--episodes", type=int, default=50)
@@ -273,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     e.add_argument("--action-steps", type=int, default=None,
                    help="actions executed per predicted chunk, n_action_steps (default: the checkpoint's)")
+    e.add_argument("--backend", default="eager", choices=["eager", "onnxruntime", "compile"],
+                   help="inference backend of the policy (default: %(default)s; falls back to eager where missing)")
     e.add_argument("--videos", type=int, default=4, help="record the first N episodes as MP4 (default: %(default)s)")
     e.add_argument("--out", help="JSON output path (default: <run>/eval_<episodes>.json; the report folder "
                                  "is the same path without .json)")
@@ -286,13 +331,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     d.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     d.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    d.add_argument("--backend", default="eager", choices=["eager", "onnxruntime", "compile"],
+                   help="inference backend of the policy process (default: %(default)s; falls back to eager where missing)")
     d.add_argument("--out", help="JSON output path (default: <run>/deploy_<robot>_<episodes>.json)")
     d.set_defaults(fn=cmd_deploy)
+
+    x = sub.add_parser("export", help="export a policy as a self-contained ONNX model (normalizer and DDIM steps "
+                       "inside) with a JSON sidecar; checks it against eager torch")
+    x.add_argument("checkpoint", help="checkpoint directory or run directory (diffusion, distilled or ACT)")
+    x.add_argument("--format", default="onnx", help="export format (default: %(default)s; the only one)")
+    x.add_argument("--out", help="model path (default: <run>/export/policy_<K>steps.onnx; the sidecar is the same "
+                                 "path with .json)")
+    x.add_argument("--num-inference-steps", type=int, default=None,
+                   help="DDIM (or consistency) steps unrolled in the graph (default: the checkpoint's)")
+    x.add_argument("--batch", type=int, default=1, help="the graph's fixed batch size (default: %(default)s)")
+    x.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
+    x.set_defaults(fn=cmd_export)
 
     r = sub.add_parser("record", help="teleoperate a robot and record episodes (c start, s stop, Backspace "
                        "discard, q quit)")
     r.add_argument("--robot", default="sim", help="hardware/<ROBOT>.yaml or a YAML path (default: %(default)s)")
-    r.add_argument("--device", default="keyboard", choices=["keyboard", "spacemouse", "gamepad"])
+    r.add_argument("--device", default="keyboard", choices=["keyboard", "spacemouse", "gamepad", "leader"],
+                   help="teleop device; leader: an SO-100/101 leader arm on --leader-port driving the follower "
+                   "in joint space (default: %(default)s)")
+    r.add_argument("--leader-port", help="the leader arm's serial port (with --device leader), e.g. /dev/ttyACM1")
+    r.add_argument("--leader-config", default="so101_leader",
+                   help="the leader's calibration, hardware/<NAME>.yaml or a YAML path (default: %(default)s)")
     r.add_argument("--out", default="data/teleop.zarr", help="store path (default: %(default)s)")
     r.add_argument("--append", action="store_true", help="add episodes to an existing store")
     r.add_argument("--fps", type=float, default=20.0, help="recording rate in Hz (default: %(default)s)")
