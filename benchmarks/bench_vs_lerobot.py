@@ -14,6 +14,15 @@ on the same demonstrations and the same model dimensions, on one machine in one 
    ``DataLoader`` (num_workers 0, as our trainer), AdamW; samples/s over the steps after a warm-up, and
    the data-loading time per batch.
 
+``--model-step-only``: no data at all, the training step alone on a synthetic batch (issue 13's
+measurement): PushT-sized low-dim obs (2 + 16 values per step), 2-D actions, ``--batch`` windows.
+Ours is :class:`robolearn.train.fast_step.TrainStep` built by ``build_train_step`` from the composed
+config, as ``robolearn train`` builds it (``train.compile``, ``train.bf16``, fused AdamW, foreach EMA),
+plus the scheduler and EMA steps; lerobot's is ``DiffusionPolicy.forward`` on an already normalized
+batch, backward, clip, AdamW. ``--pairs`` alternating runs (ours, lerobot, ours, ...), each ``--steps``
+timed steps after ``--warmup`` (compilation included in ours' warm-up, and reported); medians and
+spreads of samples/s. Default output ``benchmarks/results/vs_lerobot_model_step.json``.
+
 Writes one JSON (default ``benchmarks/results/vs_lerobot.json``). Diffusion only so far (ACT not yet).
 Only the standard library is imported at the top: the file runs in both environments.
 """
@@ -90,6 +99,154 @@ def lerobot_side(args) -> dict:
             "params": sum(p.numel() for p in policy.parameters()), "torch": torch.__version__}
 
 
+OBS_DIMS = {"agent_pos": 2, "keypoints": 16}  # --model-step-only: PushT's low-dim obs (lerobot: state, environment_state)
+ACTION_DIM = 2
+
+
+def _spread(samples_per_s: list[float]) -> dict:
+    s = sorted(samples_per_s)
+    return {"median": s[len(s) // 2] if len(s) % 2 else round((s[len(s) // 2 - 1] + s[len(s) // 2]) / 2, 1),
+            "min": s[0], "max": s[-1], "runs": samples_per_s}
+
+
+def lerobot_model_step(args) -> dict:
+    """lerobot's DiffusionPolicy training step alone on a synthetic normalized batch (in .venv-lerobot):
+    samples/s of ``--steps`` steps after ``--warmup``."""
+    import torch
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    d, (state, env) = DIMS, OBS_DIMS.values()
+    cfg = DiffusionConfig(input_features={"observation.state": PolicyFeature(FeatureType.STATE, (state,)),
+                                          "observation.environment_state": PolicyFeature(FeatureType.ENV, (env,))},
+                          output_features={"action": PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
+                          n_obs_steps=d["n_obs_steps"], horizon=d["horizon"], n_action_steps=d["n_action_steps"],
+                          down_dims=tuple(d["down_dims"]), kernel_size=d["kernel_size"], n_groups=d["n_groups"],
+                          diffusion_step_embed_dim=d["step_embed_dim"], num_train_timesteps=d["num_train_timesteps"],
+                          device="cpu", push_to_hub=False)
+    policy = DiffusionPolicy(cfg)
+    policy.train()
+    B, To, T = args.batch, d["n_obs_steps"], d["horizon"]
+    batch = {"observation.state": torch.randn(B, To, state), "observation.environment_state": torch.randn(B, To, env),
+             "action": torch.randn(B, T, ACTION_DIM), "action_is_pad": torch.zeros(B, T, dtype=torch.bool)}
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-6)
+
+    def step():
+        loss, _ = policy.forward(dict(batch))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    return {"samples_per_s": round(args.steps * B / (time.perf_counter() - t0), 1),
+            "params": sum(p.numel() for p in policy.parameters()), "torch": torch.__version__}
+
+
+class OurModelStep:
+    """Our training step as ``robolearn train`` runs it (:func:`robolearn.train.fast_step.build_train_step`
+    from the composed config, then the scheduler and EMA steps), on a synthetic batch."""
+
+    def __init__(self, args, overrides: list[str]):
+        import numpy as np
+        import torch
+        from diffusers.optimization import get_scheduler
+        from omegaconf import OmegaConf
+
+        from robolearn.data.normalizer import compute_stats
+        from robolearn.policies import build_policy
+        from robolearn.train import distributed
+        from robolearn.train.fast_step import build_train_step, make_ema, make_optimizer
+        from robolearn.utils.config import load_config
+
+        d = DIMS
+        cfg = load_config(["task=pusht", f"train.batch_size={args.batch}", f"train.num_threads={args.threads}",
+                           f"policy.down_dims=[{','.join(map(str, d['down_dims']))}]", f"policy.kernel_size={d['kernel_size']}",
+                           f"policy.n_groups={d['n_groups']}", f"policy.step_embed_dim={d['step_embed_dim']}",
+                           f"policy.horizon={d['horizon']}", f"policy.n_obs_steps={d['n_obs_steps']}",
+                           f"policy.n_action_steps={d['n_action_steps']}",
+                           f"policy.num_train_timesteps={d['num_train_timesteps']}", *overrides])
+        tc = cfg.train
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        stats = compute_stats({**{k: rng.normal(size=(100, n)) for k, n in OBS_DIMS.items()},
+                               "action": rng.normal(size=(100, ACTION_DIM))})
+        self.policy = build_policy(OmegaConf.to_container(cfg.policy, resolve=True), {k: (n,) for k, n in OBS_DIMS.items()},
+                                   ACTION_DIM, stats=stats).train()
+        ctx = distributed.DistContext(0, 1, 0, torch.device("cpu"))
+        self.opt = make_optimizer(self.policy.parameters(), tc.lr, tc.weight_decay, ctx.device)
+        self.sched = get_scheduler("cosine", optimizer=self.opt, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps)
+        self.ema = make_ema(self.policy.parameters(), tc.ema_max_decay, tc.ema_power)
+        self.step_fn = build_train_step(distributed.loss_module(self.policy, ctx), self.policy, self.opt, tc, ctx, args.batch)
+        B, To, T = args.batch, d["n_obs_steps"], d["horizon"]
+        self.batch = {**{f"obs.{k}": torch.randn(B, To, n) for k, n in OBS_DIMS.items()}, "action": torch.randn(B, T, ACTION_DIM)}
+        self.B, self.overrides = B, overrides
+        t0 = time.perf_counter()
+        self()
+        self.first_step_s = round(time.perf_counter() - t0, 2)  # compilation, when train.compile
+        self.params = sum(p.numel() for p in self.policy.parameters())
+
+    def __call__(self) -> float:
+        loss, info, _ = self.step_fn(self.batch)
+        self.sched.step()
+        self.ema.step(self.policy.parameters())
+        return float(loss)
+
+    def time(self, steps: int) -> float:
+        """samples/s of ``steps`` steps."""
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self()
+        return round(steps * self.B / (time.perf_counter() - t0), 1)
+
+
+def model_step_only(args) -> dict:
+    """``--model-step-only``: ours (each ``--variant``) and lerobot's step, alternating ``--pairs`` times."""
+    import torch
+
+    from robolearn.apps.convert import lerobot_venv
+
+    variants = {v: OurModelStep(args, v.split()) for v in args.variant}
+    for v in variants.values():
+        for _ in range(args.warmup):
+            v()
+    py = lerobot_venv() / "bin" / "python"
+    ours_runs = {v: [] for v in variants}
+    theirs, lerobot_info = [], {}
+    for _ in range(args.pairs):
+        for name, v in variants.items():
+            ours_runs[name].append(v.time(args.steps))
+        if py.exists():
+            side = subprocess.run([str(py), __file__, "--lerobot-side", "--model-step-only", "--steps", str(args.steps),
+                                   "--warmup", str(args.warmup), "--batch", str(args.batch), "--threads", str(args.threads)],
+                                  capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if side.returncode != 0:
+                sys.exit(f"lerobot side failed:\n{side.stderr[-3000:]}")
+            lerobot_info = json.loads(side.stdout.strip().splitlines()[-1])
+            theirs.append(lerobot_info.pop("samples_per_s"))
+    ours = {name: {**_spread(runs), "first_step_s": variants[name].first_step_s, "params": variants[name].params,
+                   "compiled": variants[name].step_fn.compiled} for name, runs in ours_runs.items()}
+    result = {"mode": "model step only (synthetic batch)", "batch": args.batch, "threads": args.threads,
+              "steps_per_run": args.steps, "warmup": args.warmup, "pairs": args.pairs, "dims": DIMS,
+              "obs_dims": OBS_DIMS, "action_dim": ACTION_DIM, "torch": torch.__version__, "ours": ours,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                          "load_average_1min": round(os.getloadavg()[0], 2)}}
+    if theirs:
+        result["lerobot"] = {**_spread(theirs), **lerobot_info}
+        result["ratio_median"] = {name: round(o["median"] / result["lerobot"]["median"], 3) for name, o in ours.items()}
+    else:
+        result["lerobot"] = f"not measured: {py} missing (make lerobot-env)"
+    return result
+
+
 def ours(args, store: Path, run_dir: Path) -> dict:
     import numpy as np
     import torch
@@ -131,11 +288,26 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_vs_lerobot"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vs_lerobot.json"))
+    p.add_argument("--model-step-only", action="store_true",
+                   help="the training step alone on a synthetic batch (no data loading); see the module docstring")
+    p.add_argument("--pairs", type=int, default=3, help="--model-step-only: alternating runs of ours and lerobot's")
+    p.add_argument("--warmup", type=int, default=5, help="--model-step-only: untimed steps first")
+    p.add_argument("--variant", action="append",
+                   help="--model-step-only: our config overrides, space-separated, one variant per flag "
+                        "(default: the config's defaults, i.e. one variant '')")
     p.add_argument("--lerobot-side", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lerobot-root", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.lerobot_side:
-        print(json.dumps(lerobot_side(args)))
+        print(json.dumps(lerobot_model_step(args) if args.model_step_only else lerobot_side(args)))
+        return
+    if args.model_step_only:
+        args.variant = args.variant or [""]
+        result = model_step_only(args)
+        out = Path(args.out if args.out != p.get_default("out") else ROOT / "benchmarks" / "results" / "vs_lerobot_model_step.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
         return
 
     from robolearn.apps.collect import collect

@@ -322,7 +322,8 @@ class TrainConfig:
     num_threads: Optional[int] = setting(None, ge=1)   # torch threads (null = torch's default)
     # auto: CUDA where available, else CPU; under torchrun each process takes cuda:<LOCAL_RANK>
     device: str = setting("auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_doc="auto, cpu, cuda, cuda:<index> or mps")
-    bf16: bool = False                                 # bfloat16 autocast of the loss forward (CUDA; CPU works, slowly)
+    bf16: bool = False                                 # bfloat16 autocast of the loss forward (changes the numbers; robolearn/train/fast_step.py)
+    compile: bool = False                              # torch.compile the loss forward+backward (same numbers; eager fallback; one process only)
     num_workers: int = setting(0, ge=0)                # DataLoader processes gathering batches ahead (0: in the training process)
 
 
