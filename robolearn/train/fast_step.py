@@ -17,8 +17,16 @@ model and its loss are the policy's own (``compute_loss``); this module only cha
 * **bf16 autocast** of the loss forward (``train.bf16``), unchanged: it does change the numbers
   (bfloat16 has an 8-bit mantissa), so it stays off by default.
 
-Measured on the 2-core AVX-512/AMX CPU of the project (issue 13; numbers in the commit and
-``benchmarks/bench_vs_lerobot.py --model-step-only``).
+Measured (issue 13) on the project's 2-core AVX-512/AMX CPU, shared with other jobs (load 4-7), the
+default diffusion dims (U-Net [64, 128, 256], 4.55 M parameters), synthetic batch 128, the whole step
+(forward, backward, clip, AdamW, EMA). CPU-time samples/s at 1 thread (robust to the sharing; 6
+alternating runs, median [min-max]): per-parameter AdamW + EMA 514 [501-527], fused AdamW +
+foreach EMA 538 [522-545], + compile 487 [473-499], + bf16 594 [588-612] (first loss 1.2e-4
+relative off); lerobot 0.4.4's step 503 [488-507]. Wall samples/s at 2 threads in the quiet windows
+only: 931 / 1016 / 891 / 959, bf16 + compile 871; lerobot 877. So the fused optimizer and foreach
+EMA are always on; compile (inductor's conv kernels are no faster than oneDNN's here, and the first
+step takes 48-65 s to compile on these cores) and bf16 (different numbers) stay off by default.
+``max-autotune-no-cudagraphs`` was not measured (its compile time is longer still).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any, Callable, ContextManager, Iterable
 
 import torch
 
-# torch.compile mode of train.compile=true (measured fastest on our CPU; see the module docstring).
+# torch.compile mode of train.compile=true (inductor's default; see the module docstring).
 COMPILE_MODE = "default"
 
 
