@@ -124,8 +124,11 @@ def run_entry(name: str, backends: list[str], threads: list[int], repeats: int, 
     if checkpoint:
         from robolearn.train.checkpoint import load_policy
 
-        policy, _ = load_policy(checkpoint)
-        source = f"trained checkpoint {checkpoint}"
+        path, _, steps = checkpoint.partition("@")  # PATH@K: K denoising steps (diffusion, consistency)
+        policy, _ = load_policy(path)
+        if steps:
+            policy.num_inference_steps = int(steps)
+        source = f"trained checkpoint {path}" + (f" at {steps} steps" if steps else "")
     else:
         policy, source = untrained_policy(*ENTRIES[name])
     entry = {"policy": type(policy).__name__, "weights": source, "batch": 1,
@@ -148,8 +151,8 @@ def main() -> None:
     p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
     p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     p.add_argument("--repeats", type=int, default=50, help="timed calls per setting (after 5 warm-up calls)")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                   help="also measure a trained checkpoint (e.g. a distilled policy) as entry NAME; repeatable")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH[@K]",
+                   help="also measure a trained checkpoint (e.g. a distilled policy) as entry NAME, at K denoising steps if @K is given; repeatable")
     p.add_argument("--note", default="", help="conditions of this run (e.g. other jobs sharing the CPU)")
     p.add_argument("--out", default="benchmarks/results/inference.json")
     args = p.parse_args()
