@@ -22,11 +22,12 @@ from robolearn.data.training import TrainingData
 from robolearn.policies import build_policy
 from robolearn.train import distributed
 from robolearn.train.checkpoint import has_checkpoint, load_train_state, resolve_checkpoint_dir, save_checkpoint
+from robolearn.train.fast_step import build_train_step, make_ema, make_optimizer
 from robolearn.utils.errors import ConfigError
 
 # Keys that may change between a run and its resumption (they do not change what is learned so far).
 _RESUMABLE_CHANGES = {"train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.num_threads",
-                      "train.device", "train.num_workers"}
+                      "train.device", "train.num_workers", "train.compile"}
 
 
 def _flat(cfg: DictConfig) -> dict[str, Any]:
@@ -87,7 +88,6 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
 def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Path:
     """:func:`train` in the process ``ctx``."""
     from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
     from torch.utils.tensorboard import SummaryWriter
     from robolearn.utils.progress import progress_bar
 
@@ -130,9 +130,8 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
     ema_policy = copy.deepcopy(policy).eval()
     for p in ema_policy.parameters():
         p.requires_grad_(False)
-    ema = EMAModel(policy.parameters(), decay=tc.ema_max_decay, use_ema_warmup=True, power=tc.ema_power,
-                   inv_gamma=1.0, min_decay=0.0, update_after_step=0)
-    opt = torch.optim.AdamW(policy.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.95, 0.999))
+    ema = make_ema(policy.parameters(), tc.ema_max_decay, tc.ema_power)  # foreach update (robolearn/train/fast_step.py)
+    opt = make_optimizer(policy.parameters(), tc.lr, tc.weight_decay, device)  # fused AdamW
     sched = get_scheduler("cosine", optimizer=opt, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps)
 
     step = 0
@@ -159,6 +158,7 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
     ctx.check_same("resume step", [step], hint=f"every node must see the checkpoints of run_dir={run_dir} (a shared filesystem)")
 
     model = distributed.loss_module(policy, ctx)  # DDP with several processes: gradients averaged over ranks
+    train_step = build_train_step(model, policy, opt, tc, ctx, local_bs)  # forward (compiled: train.compile), backward, clip, AdamW
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
@@ -187,12 +187,7 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
     try:
         while step < tc.steps:
             batch = stream.next()
-            with ctx.sliced_randomness(local_bs), torch.autocast(device.type, torch.bfloat16, enabled=bool(tc.bf16)):
-                loss, info = model(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip)
-            opt.step()
+            loss, info, grad_norm = train_step(batch)
             sched.step()
             ema.step(policy.parameters())
             step += 1
