@@ -153,7 +153,7 @@ def test_policy_registry_imports_lazily_lists_known_names_and_registers(monkeypa
     from robolearn.policies.diffusion.policy import DiffusionPolicy
 
     assert policies.policy_class("act") is ACTPolicy and policies.policy_class("diffusion") is DiffusionPolicy
-    with pytest.raises(ValueError, match=r"unknown policy type 'nope'; known: \['act', 'diffusion', 'residual'\]"):
+    with pytest.raises(ValueError, match=r"unknown policy type 'nope'; known: \['act', 'consistency', 'diffusion', 'residual'\]"):
         policies.policy_class("nope")
     monkeypatch.setattr(policies, "POLICIES", dict(policies.POLICIES))
     policies.register_policy("diffusion_alias", policies.POLICIES["diffusion"])
