@@ -64,12 +64,6 @@ def to_world(points: np.ndarray, pose: Sequence[float]) -> np.ndarray:
     return points @ np.array([[c, s], [-s, c]]) + np.asarray(pose[:2])
 
 
-def to_block(points: np.ndarray, pose: Sequence[float]) -> np.ndarray:
-    """World points ``(N, 2)`` → the frame of a block at ``(x, y, yaw)``."""
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    return (points - np.asarray(pose[:2])) @ np.array([[c, -s], [s, c]])
-
-
 def tee_outline() -> np.ndarray:
     """The T's 8 corners ``(8, 2)`` in the block frame (m), counter-clockwise from the bar's top left."""
     bx, by = BAR_HALF

@@ -31,8 +31,8 @@ from typing import Callable
 import mujoco
 import numpy as np
 
-from robolearn.robots.twin import MujocoTwin
-from robolearn.robots.types import Capabilities, Command, ControlMode, RobotLimits
+from robolearn.robots.twin import MujocoTwin, twin_limits
+from robolearn.robots.types import Capabilities, Command, ControlMode
 
 #: The SO-100/101 arm joints, in bus order (servo ids 1..5); the gripper (id 6) is apart.
 SO101_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
@@ -181,25 +181,14 @@ class So101Sim(So101Kinematics):
         """Nothing to release."""
 
 
-def so101_limits(kin: So101Kinematics, workspace_lower=(-0.5, -0.5, 0.0), workspace_upper=(0.5, 0.5, 0.6),
-                 eef_speed_max: float = 0.5, eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 2.0,
-                 joint_vel_max=None) -> RobotLimits:
-    """Limits of the SO-101: the model's joint ranges and servo speeds (or ``joint_vel_max`` ``(5,)``
-    rad/s), plus a workspace box (m, base frame) and end-effector/gripper speeds (m/s, rad/s, opening/s)."""
-    vel = kin.joint_vel_max if joint_vel_max is None else np.asarray(joint_vel_max, np.float64)
-    return RobotLimits(joint_lower=kin.joint_range[:, 0], joint_upper=kin.joint_range[:, 1], joint_vel_max=vel,
-                       workspace_lower=np.asarray(workspace_lower, float), workspace_upper=np.asarray(workspace_upper, float),
-                       eef_speed_max=eef_speed_max, eef_rot_speed_max=eef_rot_speed_max,
-                       gripper_speed_max=gripper_speed_max)
-
-
 class So101Twin(MujocoTwin):
     """In-process SO-101 twin implementing :class:`~robolearn.robots.types.Robot` (``JOINT_POSITION``
     commands, gripper opening), stepped with the clock as :class:`MujocoTwin` is.
 
     Args:
-        workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max, gripper_speed_max: see
-            :func:`so101_limits`.
+        workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max, gripper_speed_max: the
+            safety layer's workspace box (m, base frame) and end-effector/gripper speeds (m/s, rad/s,
+            opening/s); joint ranges and servo speeds come from the model (:func:`~robolearn.robots.twin.twin_limits`).
         max_catch_up_s, clock: see :class:`MujocoTwin`.
 
     Raises:
@@ -212,8 +201,8 @@ class So101Twin(MujocoTwin):
                  eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 2.0, max_catch_up_s: float = 0.05,
                  clock: Callable[[], float] = time.monotonic):
         self.sim = So101Sim()
-        self.limits = so101_limits(self.sim, workspace_lower, workspace_upper, eef_speed_max, eef_rot_speed_max,
-                                   gripper_speed_max)
+        self.limits = twin_limits(self.sim.joint_range, workspace_lower, workspace_upper, eef_speed_max,
+                                  eef_rot_speed_max, gripper_speed_max, joint_vel_max=self.sim.joint_vel_max)
         self.capabilities = Capabilities(control_modes=(ControlMode.JOINT_POSITION,), has_gripper=True,
                                          max_rate_hz=1.0 / self.sim.dt)
         self._init_clock(clock, max_catch_up_s)
