@@ -13,7 +13,7 @@ Diffusion Policy as in Consistency Policy, Prasad et al., RSS 2024). One update:
 5. loss ``|| f_theta(x_{t_n}, t_n) - f_target(x_{t_{n+1}}, t_{n+1}) ||^2`` (squared L2, weight 1),
    ``f_target`` an EMA of the student (rate ``target_ema``, stop-gradient), ``f`` the consistency
    function of :class:`~robolearn.policies.consistency.ConsistencyPolicy` (``f(x, boundary) = x``);
-6. AdamW step, target EMA update, and the evaluation EMA (diffusers' ``EMAModel``, the trainer's warm-up).
+6. AdamW step, target EMA update, and the evaluation EMA (the trainer's, :func:`robolearn.train.fast_step.make_optimizer` and :func:`~robolearn.train.fast_step.make_ema`).
 
 The student starts as the teacher (same weights). The run directory holds ``checkpoints/latest``
 (policy type ``consistency``, self-contained: the teacher is needed only while distilling),
@@ -162,7 +162,6 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
         StoreError: a missing or bad observation store.
     """
     from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file
     from torch.utils.tensorboard import SummaryWriter
 
@@ -170,6 +169,7 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
     from robolearn.policies.consistency import ConsistencyPolicy
     from robolearn.train.checkpoint import (_checkpoint_dir, has_checkpoint, load_policy, load_train_state,
                                             resolve_checkpoint_dir, save_checkpoint)
+    from robolearn.train.fast_step import make_ema, make_optimizer
     from robolearn.utils.progress import progress_bar
 
     dc = cfg.distill
@@ -196,10 +196,9 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
 
     torch.manual_seed(int(dc.seed))
     rng = np.random.default_rng(int(dc.seed))
-    opt = torch.optim.AdamW(student.parameters(), lr=dc.lr, weight_decay=dc.weight_decay, betas=(0.95, 0.999))
+    opt = make_optimizer(student.parameters(), dc.lr, dc.weight_decay, device)  # the trainer's AdamW
     sched = get_scheduler("cosine", optimizer=opt, num_warmup_steps=dc.warmup_steps, num_training_steps=dc.steps)
-    ema = EMAModel(student.parameters(), decay=dc.ema_max_decay, use_ema_warmup=True, power=dc.ema_power,
-                   inv_gamma=1.0, min_decay=0.0, update_after_step=0)
+    ema = make_ema(student.parameters(), dc.ema_max_decay, dc.ema_power)  # the trainer's evaluation EMA
     step, wall_before, history = 0, 0.0, []
     teacher_id = str(_checkpoint_dir(teacher_dir).resolve())
     stats_file = Path(teacher_id) / "stats.json"  # the normalizer's statistics are the teacher's
