@@ -119,7 +119,7 @@ def test_expert_constants_match_robosuite():
 
 # One camera per task (robosuite's scenes and ours name them differently); lift_image has its own two.
 _CAMERA = {"lift": "agentview", "can": "agentview", "square": "agentview", "pusht": "top", "insertion": "front",
-           "lift_image": None}
+           "lift_image": None, "so101_pick": "wrist", "so101_pick_image": None}
 
 
 @pytest.mark.skipif(__import__("robolearn.utils.gl", fromlist=["pick_backend"]).pick_backend() is None
@@ -161,7 +161,7 @@ def test_registries_name_what_they_know_and_stay_lazy():
         make_expert("nope")
     with pytest.raises(ConfigError, match=r"unknown driver 'nope'.*'feetech'"):
         make_robot({"driver": "nope", "limits": {}})
-    assert set(TASKS) == {"lift", "can", "square", "insertion", "pusht", "gym_pusht"}
+    assert set(TASKS) == {"lift", "can", "square", "insertion", "pusht", "gym_pusht", "so101_pick"}
     assert {"mujoco_twin", "mujoco_twin_socket", "ur_rtde", "feetech"} <= set(DRIVERS)
     code = "import sys, robolearn.envs, robolearn.robots.config; print('robosuite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

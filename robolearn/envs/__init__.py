@@ -11,11 +11,15 @@ from robolearn.utils.imports import load_object
 @dataclass(frozen=True)
 class TaskSpec:
     """One registered environment: its kind (``"robosuite"``, ``"mujoco"`` or ``"gym_pusht"``), the
-    ``"module:Class"`` of its scripted expert, and the env's default episode limit (steps)."""
+    ``"module:Class"`` of its scripted expert, the env's default episode limit (steps), and, for a
+    task a robot's MuJoCo twin shows besides the robosuite tasks on the Panda twin, that robot and
+    the ``"module:Class"`` of the scene the twin loads (``twin_robot``, ``twin_scene``)."""
 
     kind: str
     expert: str
     max_episode_steps: int
+    twin_robot: str | None = None
+    twin_scene: str | None = None
 
 
 #: Environment name -> :class:`TaskSpec`. Modules are imported only when a task is built, so
@@ -27,6 +31,8 @@ TASKS: dict[str, TaskSpec] = {
     "insertion": TaskSpec("mujoco", "robolearn.envs.insertion:InsertionExpert", 200),
     "pusht": TaskSpec("mujoco", "robolearn.envs.pusht:PushTExpert", 300),
     "gym_pusht": TaskSpec("gym_pusht", "robolearn.envs.gym_pusht:GymPushTExpert", 300),
+    "so101_pick": TaskSpec("mujoco", "robolearn.envs.so101_pick:So101PickExpert", 200, twin_robot="so101",
+                           twin_scene="robolearn.envs.so101_pick:So101PickScene"),
 }
 TASK_TYPES = {name: spec.kind for name, spec in TASKS.items()}
 
@@ -70,6 +76,10 @@ def make_env(task_cfg: Mapping[str, Any], render_mode: str | None = None):
         from robolearn.envs.insertion import InsertionEnv
 
         return InsertionEnv(max_episode_steps=steps, hold_steps=int(task_cfg.get("hold_steps", 5)), **view)
+    if env_name == "so101_pick":
+        from robolearn.envs.so101_pick import So101PickEnv
+
+        return So101PickEnv(max_episode_steps=steps, control_freq=float(task_cfg.get("control_freq", 20)), **view)
     from robolearn.envs.pusht import PushTEnv
 
     return PushTEnv(max_episode_steps=steps, **view)

@@ -66,7 +66,7 @@ class TwinLimitsConfig:
 class MujocoTwinConfig(RobotConfig):
     """``driver: mujoco_twin``: the MuJoCo twin in this process."""
 
-    task: Optional[str] = None        #: a robosuite task of :data:`robolearn.envs.TASKS` (none for so101)
+    task: Optional[str] = None        #: a robosuite task of :data:`robolearn.envs.TASKS` (so101: one its twin shows, or none)
     robot: Optional[str] = None       #: robosuite robot name, or ``so101`` (sim/so101.xml, joint-position control)
     limits: TwinLimitsConfig = MISSING
 
@@ -250,8 +250,10 @@ def _check_twin(where: str, cfg: dict[str, Any]) -> None:
 
     tasks = sorted(k for k, spec in TASKS.items() if spec.kind == "robosuite")
     if str(cfg["robot"]).lower() == "so101":
-        if cfg["task"] is not None:
-            raise ConfigError(f"{where}: task: the so101 twin simulates the arm alone (no task yet); got {cfg['task']!r}")
+        so101_tasks = sorted(k for k, spec in TASKS.items() if spec.twin_robot == "so101")
+        if cfg["task"] is not None and cfg["task"] not in so101_tasks:
+            raise ConfigError(f"{where}: task: the so101 twin shows one of {so101_tasks} (or none: the arm alone); "
+                              f"got {cfg['task']!r}")
     elif cfg["task"] is not None and cfg["task"] not in tasks:
         raise ConfigError(f"{where}: task: the twin simulates a robosuite task, one of {tasks}; got {cfg['task']!r}")
     _check_limits(where, cfg["limits"])
@@ -400,7 +402,7 @@ def _mujoco_twin(cfg: dict[str, Any], limits: dict, **overrides):
     if str(cfg.get("robot", "")).lower() == "so101":
         from robolearn.robots.so101_twin import So101Twin
 
-        return So101Twin(**limits, **overrides)
+        return So101Twin(task=cfg.get("task"), **limits, **overrides)
     return MujocoTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), **limits, **overrides)
 
 
@@ -408,8 +410,9 @@ def _socket_twin(cfg: dict[str, Any], limits: dict, **overrides):
     from robolearn.robots.socket_twin import SocketTwin
 
     fault = dict(cfg.get("fault_injection") or {}) | dict(cfg.get("link") or {})
-    return SocketTwin(task=cfg.get("task", "lift"), robot=cfg.get("robot", "Panda"), rate_hz=float(cfg["rate_hz"]),
-                      **fault, **limits, **overrides)
+    so101 = str(cfg.get("robot", "")).lower() == "so101"  # the so101 twin: no task is the arm alone
+    return SocketTwin(task=cfg.get("task", None if so101 else "lift"), robot=cfg.get("robot", "Panda"),
+                      rate_hz=float(cfg["rate_hz"]), **fault, **limits, **overrides)
 
 
 def _ur_rtde(cfg: dict[str, Any], limits: dict, **overrides):

@@ -55,8 +55,8 @@ class So101Kinematics:
         joint_vel_max: ``(5,)`` rad/s, the servos' speed; ``gripper_vel_max`` the jaw servo's.
     """
 
-    def __init__(self, xml_path: str | None = None):
-        self.model = mujoco.MjModel.from_xml_path(xml_path or so101_xml())
+    def __init__(self, xml_path: str | None = None, model: mujoco.MjModel | None = None):
+        self.model = model if model is not None else mujoco.MjModel.from_xml_path(xml_path or so101_xml())
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.qadr = np.array([m.jnt_qposadr[m.joint(j).id] for j in SO101_JOINTS])
@@ -99,6 +99,29 @@ class So101Kinematics:
         return float(lo + np.clip(opening, 0.0, 1.0) * (hi - lo))
 
 
+def so101_tasks() -> list[str]:
+    """The tasks of :data:`robolearn.envs.TASKS` whose scene the SO-101 twin shows."""
+    from robolearn.envs import TASKS
+
+    return sorted(name for name, spec in TASKS.items() if spec.twin_robot == "so101")
+
+
+def _task_scene(task: str | None):
+    """The scene object of ``task`` (its ``TaskSpec.twin_scene``), or ``None`` for no task.
+
+    Raises:
+        ValueError: ``task`` is not shown by the SO-101 twin (the message lists those that are).
+    """
+    if task is None:
+        return None
+    if task not in so101_tasks():
+        raise ValueError(f"the SO-101 twin shows the tasks {so101_tasks()} (or none: the arm alone), not {task!r}")
+    from robolearn.envs import TASKS
+    from robolearn.utils.imports import load_object
+
+    return load_object(TASKS[task].twin_scene)()
+
+
 class So101Sim(So101Kinematics):
     """The SO-101 model stepped one physics step at a time under joint-position goals (no clock);
     the same interface as :class:`~robolearn.robots.twin.TwinSim` so :class:`MujocoTwin`'s stepping
@@ -106,14 +129,25 @@ class So101Sim(So101Kinematics):
 
     Args:
         xml_path: the MJCF (default: the shipped ``sim/so101.xml``).
-        start_pos: arm joint positions ``(5,)`` rad of every reset (default the zero pose), and
-            ``start_opening`` the gripper's.
+        start_pos: arm joint positions ``(5,)`` rad of every reset (default the zero pose, or the
+            task's start pose), and ``start_opening`` the gripper's.
+        task: a task of :data:`robolearn.envs.TASKS` whose scene this twin shows (``"so101_pick"``):
+            the model is then the task's scene (arm, table, objects, cameras), resets draw the scene
+            from their seed as the task's environment does, :meth:`task_obs` adds the task's object
+            observation and :meth:`is_success` is the task's check. ``None``: the arm alone.
+
+    Raises:
+        ValueError: ``task`` is not a task the SO-101 twin shows.
     """
 
-    def __init__(self, xml_path: str | None = None, start_pos=None, start_opening: float = 0.5):
-        super().__init__(xml_path)
+    def __init__(self, xml_path: str | None = None, start_pos=None, start_opening: float = 0.5,
+                 task: str | None = None):
+        self.scene = _task_scene(task)
+        super().__init__(xml_path, model=self.scene.model if self.scene is not None else None)
         self.sim_data = mujoco.MjData(self.model)
         self.dt = float(self.model.opt.timestep)
+        if self.scene is not None and start_pos is None:
+            start_pos, start_opening = self.scene.home_q, self.scene.home_opening
         self.start_pos = np.zeros(len(SO101_JOINTS)) if start_pos is None else np.asarray(start_pos, np.float64)
         self.start_opening = float(start_opening)
         self._vmax = np.append(self.joint_vel_max, self.gripper_vel_max)
@@ -121,10 +155,13 @@ class So101Sim(So101Kinematics):
         self.reset(None)
 
     def reset(self, seed: int | None = None) -> None:
-        """Put the arm at its start pose, at rest, with the goal there (``seed`` is unused: the arm
-        alone has no random scene)."""
+        """Put the arm at its start pose, at rest, with the goal there; with a task, its scene drawn
+        from ``seed`` as the task's environment draws it (the arm alone ignores ``seed``)."""
         d = self.sim_data
-        mujoco.mj_resetData(self.model, d)
+        if self.scene is not None:
+            self.scene.reset(d, seed)
+        else:
+            mujoco.mj_resetData(self.model, d)
         d.qpos[self.qadr] = self.start_pos
         d.qpos[self.gripper_qadr] = self.jaw_angle(self.start_opening)
         self._goal = np.append(self.start_pos, self.jaw_angle(self.start_opening))
@@ -167,15 +204,19 @@ class So101Sim(So101Kinematics):
 
     def task_obs(self) -> dict[str, np.ndarray]:
         """The arm's observation, with the keys a real arm records (``robot_obs``): ``joint_pos``
-        ``(5,)`` rad, ``gripper`` ``(1,)`` opening, ``eef_pos`` ``(3,)`` m, ``eef_quat`` ``(4,)`` xyzw."""
+        ``(5,)`` rad, ``gripper`` ``(1,)`` opening, ``eef_pos`` ``(3,)`` m, ``eef_quat`` ``(4,)`` xyzw;
+        with a task, also its scene's keys (so101_pick: ``object``), as the task's environment has them."""
         q, _ = self.joints()
         pos, quat = self.eef_pose()
-        return {"eef_pos": pos.astype(np.float32), "eef_quat": quat.astype(np.float32),
-                "gripper": np.array([self.gripper_opening()], np.float32), "joint_pos": q.astype(np.float32)}
+        obs = {"eef_pos": pos.astype(np.float32), "eef_quat": quat.astype(np.float32),
+               "gripper": np.array([self.gripper_opening()], np.float32), "joint_pos": q.astype(np.float32)}
+        if self.scene is not None:
+            obs.update(self.scene.scene_obs(self.sim_data))
+        return obs
 
     def is_success(self) -> bool:
-        """The arm alone has no task: never solved."""
-        return False
+        """The task's success check (the arm alone has no task: never solved)."""
+        return self.scene is not None and self.scene.is_success(self.sim_data)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -190,17 +231,19 @@ class So101Twin(MujocoTwin):
             safety layer's workspace box (m, base frame) and end-effector/gripper speeds (m/s, rad/s,
             opening/s); joint ranges and servo speeds come from the model (:func:`~robolearn.robots.twin.twin_limits`).
         max_catch_up_s, clock: see :class:`MujocoTwin`.
+        task: the task whose scene the twin shows (see :class:`So101Sim`; ``None``: the arm alone).
 
     Raises:
         ConnectionError: :meth:`read_state` or :meth:`send_command` before :meth:`connect`.
+        ValueError: ``task`` is not a task the SO-101 twin shows.
     """
 
     joint_names = SO101_JOINTS
 
     def __init__(self, workspace_lower=(-0.5, -0.5, 0.0), workspace_upper=(0.5, 0.5, 0.6), eef_speed_max: float = 0.5,
                  eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 2.0, max_catch_up_s: float = 0.05,
-                 clock: Callable[[], float] = time.monotonic):
-        self.sim = So101Sim()
+                 clock: Callable[[], float] = time.monotonic, task: str | None = None):
+        self.sim = So101Sim(task=task)
         self.limits = twin_limits(self.sim.joint_range, workspace_lower, workspace_upper, eef_speed_max,
                                   eef_rot_speed_max, gripper_speed_max, joint_vel_max=self.sim.joint_vel_max)
         self.capabilities = Capabilities(control_modes=(ControlMode.JOINT_POSITION,), has_gripper=True,

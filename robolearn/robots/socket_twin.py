@@ -46,14 +46,14 @@ def _state_msg(sim, seq: int, t: float) -> dict[str, Any]:
             "quat": quat.tolist(), "gripper": sim.gripper_opening(), "obs": obs, "success": sim.is_success()}
 
 
-def make_twin_sim(task: str, robot: str):
+def make_twin_sim(task: str | None, robot: str):
     """The simulator of a twin: :class:`~robolearn.robots.so101_twin.So101Sim` for ``robot="so101"``
-    (joint-position goals), else robosuite's ``task`` with ``robot`` (:class:`~robolearn.robots.twin.TwinSim`,
-    pose goals)."""
+    (joint-position goals; ``task``'s scene, or the arm alone for ``None``), else robosuite's ``task``
+    with ``robot`` (:class:`~robolearn.robots.twin.TwinSim`, pose goals)."""
     if robot.lower() == "so101":
         from robolearn.robots.so101_twin import So101Sim
 
-        return So101Sim()
+        return So101Sim(task=task)
     from robolearn.robots.twin import TwinSim
 
     return TwinSim(task, robot)

@@ -24,6 +24,7 @@ Schemas in the ``ConfigStore`` (:data:`SCHEMAS`, :func:`register_schemas`), name
 * ``schema/task/robosuite`` -> :class:`RobosuiteTaskConfig` (``task/lift.yaml``, ``can``, ``square``)
 * ``schema/task/robosuite_variant`` -> :class:`RobosuiteVariantTaskConfig` (``task/lift_image.yaml``)
 * ``schema/task/gym_pusht`` -> :class:`GymPushTTaskConfig` (``task/gym_pusht.yaml``, ``gym_pusht_image``)
+* ``schema/task/so101_pick`` -> :class:`So101PickTaskConfig` (``task/so101_pick.yaml``, ``so101_pick_image``)
 * ``schema/policy/diffusion`` -> :class:`DiffusionPolicyConfig` (``policy/diffusion.yaml``, ``diffusion_large``)
 * ``schema/policy/diffusion_image`` -> :class:`DiffusionImagePolicyConfig` (``policy/diffusion_image.yaml``)
 * ``schema/policy/act`` -> :class:`ACTPolicyConfig` (``policy/act.yaml``, ``act_small``)
@@ -188,6 +189,15 @@ class InsertionTaskConfig(MujocoTaskConfig):
     """The insertion task: success must hold for ``hold_steps``."""
 
     hold_steps: int = _pos_int()                       # control steps the peg must stay inserted
+
+
+@dataclass
+class So101PickTaskConfig(MujocoTaskConfig):
+    """Pick and place on the SO-101 arm (:class:`robolearn.envs.so101_pick.So101PickEnv`); ``env``
+    names the environment and scripted expert when the file's name differs (``so101_pick_image``)."""
+
+    env: str = setting("so101_pick", choices=("so101_pick",))
+    robot: str = setting("so101", choices=("so101",))  # the arm (stored with demonstrations)
 
 
 @dataclass
@@ -471,6 +481,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "experiment"): ExperimentConfig,
     ("schema/task", "mujoco"): MujocoTaskConfig,
     ("schema/task", "insertion"): InsertionTaskConfig,
+    ("schema/task", "so101_pick"): So101PickTaskConfig,
     ("schema/task", "robosuite"): RobosuiteTaskConfig,
     ("schema/task", "robosuite_variant"): RobosuiteVariantTaskConfig,
     ("schema/task", "gym_pusht"): GymPushTTaskConfig,
