@@ -184,6 +184,11 @@ def cmd_deploy(args) -> int:
           f"95% CI [{lo:.3f}, {hi:.3f}]; loop {result['rate_hz']:.0f} Hz wake-up lateness p99 "
           f"{lat.get('p99_us', float('nan')):.1f} us, {result['loop']['missed_deadlines']} missed deadlines "
           f"({result['loop']['realtime_note']}); {result['wall_s']:.0f} s -> {out}")
+    age = result.get("obs_age_ms") or {}
+    if age:
+        print(f"observation age (capture -> policy input) p50 {age['p50']:.1f} ms, p99 {age['p99']:.1f} ms over "
+              f"{age['chunks']} chunks; cameras " + ", ".join(f"{n} {c['frames']} frames ({c['mean_fps']:.1f}/s)"
+                                                             for n, c in result["cameras"].items()))
     return 0
 
 

@@ -8,6 +8,11 @@ rate (500 Hz on the MuJoCo twin) and never waits for the policy.
 
 On the MuJoCo twin, episodes start from the same seeds as ``robolearn eval`` (same checkpoint, same
 ``--episodes``/``--seed-start``), so the two success rates can be compared directly.
+
+Image policies see the cameras of the robot config that their ``<camera>_image`` keys name
+(:mod:`robolearn.robots.cameras`): on the twin rendered beside the loop from its state, the eval
+environment's frames; on a real arm OpenCV cameras. Each observation takes the newest frame of
+each, and the observation's age (capture to policy input) is reported per chunk.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.robots.types import SimulatedRobot
+from robolearn.robots.cameras import age_summary, close_all, wait_frames
 from robolearn.robots.config import load_robot_config, make_robot
 from robolearn.robots.loop import ControlLoop, LoopStats
 from robolearn.robots.runner import PolicyRunner, StallingPolicy
@@ -26,7 +32,51 @@ from robolearn.robots.safety import SafetyLayer
 from robolearn.robots.scheduler import ActionScheduler
 from robolearn.envs.actions import task_action_adapter
 from robolearn.robots.session import ControlSession, PolicySource
-from robolearn.utils.errors import ConfigError
+from robolearn.utils.errors import ConfigError, DeviceError
+
+#: What a real robot's state gives a policy (the keys recordings store, :func:`robolearn.teleop.recorder.robot_obs`).
+ROBOT_STATE_OBS = ("eef_pos", "eef_quat", "gripper", "joint_pos")
+
+
+def _check_policy_cameras(rcfg: dict, names: list[str], image_size) -> None:
+    """The robot config lists every camera the policy sees, at the size it was trained on.
+
+    Raises:
+        ConfigError: a missing camera (``<file>: cameras: ...``), or a width/height that differs
+            from the task's ``image_size`` (``<file>: cameras.<name>: ...``).
+    """
+    if not names:
+        return
+    where, cams = rcfg["_path"], rcfg.get("cameras") or {}
+    missing = [n for n in names if n not in cams]
+    if missing:
+        raise ConfigError(f"{where}: cameras: the policy sees camera images {[f'{n}_image' for n in names]}; this "
+                          f"config has no camera {missing} (it lists {sorted(cams)}); add e.g. "
+                          f"'{missing[0]}: {{camera: {missing[0]}, width: 84, height: 84, fps: 20}}' on the twin "
+                          "(or a real camera's 'source')")
+    if image_size:
+        h, w = int(image_size[0]), int(image_size[1])
+        for n in names:
+            cw, ch = cams[n].get("width"), cams[n].get("height")
+            if (cw is not None and cw != w) or (ch is not None and ch != h):
+                raise ConfigError(f"{where}: cameras.{n}: {cw}x{ch} px (width x height), but the policy was trained "
+                                  f"on {w}x{h}")
+
+
+def _check_frames(where: str, cameras: dict, image_size) -> None:
+    """Each camera's first frame has the policy's image shape ``(H, W, 3)`` (a device may deliver
+    another size than asked; frames are never resized behind the policy's back).
+
+    Raises:
+        DeviceError: a camera with another frame shape (named, with both shapes).
+    """
+    if not cameras or not image_size:
+        return
+    want = (int(image_size[0]), int(image_size[1]), 3)
+    for name, (frame, _) in wait_frames(cameras).items():
+        if tuple(frame.shape) != want or frame.dtype != np.uint8:
+            raise DeviceError(f"{where}: cameras.{name}: delivers {frame.dtype} {tuple(frame.shape)} frames, the "
+                              f"policy was trained on uint8 {want}")
 
 
 class CheckpointPolicy:
@@ -67,12 +117,17 @@ class CheckpointPolicy:
         set_inference_steps(policy, self.num_inference_steps)
         policy = accelerate(policy, self.backend, threads=torch.get_num_threads())
 
+        from robolearn.policies.vision import is_image_shape
+
         def predict(obs: dict[str, np.ndarray]) -> np.ndarray:
-            batch = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None] for k, v in obs.items()}
+            # camera frames stay uint8 (H, W, 3), as the eval environments hand them to the policy
+            batch = {k: torch.as_tensor(v if v.dtype == np.uint8 else np.asarray(v, dtype=np.float32))[None]
+                     for k, v in ((k, np.asarray(v)) for k, v in obs.items())}
             return policy.predict_action_chunk(batch)[0].numpy()
 
         predict.reset = policy.reset
-        dummy = {k: np.zeros((policy.n_obs_steps, *shape), np.float32) for k, shape in policy.obs_shapes.items()}
+        dummy = {k: np.zeros((policy.n_obs_steps, *shape), np.uint8 if is_image_shape(shape) else np.float32)
+                 for k, shape in policy.obs_shapes.items()}
         predict(dummy)
         return predict
 
@@ -112,14 +167,21 @@ class PolicyStack:
         robot, runner, scheduler, source, adapter: the built parts (the runner's policy process is
             started, the robot is not connected yet). :meth:`close` (or ``with PolicyStack(...)``)
             stops the process and disconnects the robot.
+        cameras: ``{name: FrameSource}``, started, the ones the policy sees (``camera_names``, from
+            its ``<name>_image`` keys); closed by :meth:`close`.
+        simulated: whether the robot is a twin (task observation, seeded resets, success check).
         rate_hz, policy_hz, ticks_per_slot, slot_s: loop rate, policy rate, periods per policy step.
 
     Raises:
         ConfigError: unknown robot or an invalid robot config (file and key named; checked before
             the checkpoint is read), a task without a known action convention, a robot that cannot
-            provide the policy's observations, or a loop rate that is not a multiple of the policy rate.
+            provide the policy's observations, a camera the policy sees that the robot config lacks
+            or lists at another size (checked before the weights are read), a rendered camera the
+            twin's model does not have, or a loop rate that is not a multiple of the policy rate.
         CheckpointError: unreadable checkpoint (:meth:`CheckpointPolicy.check`, before the robot is
             built or the policy process started).
+        DeviceError: a camera that cannot be opened or whose frames have another shape than the
+            policy's images (before the policy process starts).
         ValueError: ``num_inference_steps`` the policy cannot take.
     """
 
@@ -131,19 +193,19 @@ class PolicyStack:
         self.rcfg = rcfg = load_robot_config(robot)  # first: a bad robot config is named before any other work
         self.cfg = cfg = read_checkpoint_config(checkpoint)
         self.task = task = cfg.task.name
-        images = [k for k in cfg.task.obs_keys if str(k).endswith("_image")]
-        if images:
-            raise ConfigError(f"the policy sees camera images {images}; deploying image policies needs cameras "
-                              "on the robot, which the HAL does not feed to policies yet (state policies only)")
+        env = str(cfg.task.get("env") or task)  # lift_image is lift seen through cameras
+        images = [str(k) for k in cfg.task.obs_keys if str(k).endswith("_image")]
+        self.camera_names = [k[: -len("_image")] for k in images]
+        _check_policy_cameras(rcfg, self.camera_names, cfg.task.get("image_size"))
         if "rl" in cfg:
             raise ConfigError(f"{checkpoint}: a residual-RL policy acts on every step's observation, but the HAL's "
                               "policy runner serves action chunks; deploy its base checkpoint instead (deploying "
                               "residual policies is not supported yet)")
-        if rcfg.get("task", task) != task:
+        if rcfg.get("task", env) != env:
             raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
                               f"was trained on {task!r}")
         try:
-            adapter = task_action_adapter(task)
+            adapter = task_action_adapter(env)
         except KeyError as exc:
             raise ConfigError(exc.args[0]) from None
         self.rate_hz = float(rcfg["rate_hz"])
@@ -157,31 +219,53 @@ class PolicyStack:
                                    backend=backend)
         factory.check()
         self.robot = rb = make_robot(rcfg)
-        if not isinstance(rb, SimulatedRobot):
-            raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {list(cfg.task.obs_keys)} "
-                              "(state-based policies deploy on the MuJoCo twin; real robots need camera policies)")
+        self.simulated = isinstance(rb, SimulatedRobot)
+        state_keys = [str(k) for k in cfg.task.obs_keys if not str(k).endswith("_image")]
+        if not self.simulated and not set(state_keys) <= set(ROBOT_STATE_OBS):
+            raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {state_keys} (a real "
+                              f"robot gives {list(ROBOT_STATE_OBS)} from its state, as recording stores them, and "
+                              "camera images; task-state policies deploy on the MuJoCo twin)")
         self.adapter = adapter
         if stall_s > 0 and stall_calls:
             factory = StallingPolicy(factory, stall_s, tuple(stall_calls))
         self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads)
         self.scheduler = ActionScheduler(adapter.action_dim, mode="receding", interpolate=adapter.interpolate,
                                          quat_slice=adapter.quat_slice)
-        obs_keys = list(cfg.task.obs_keys)
+        self.cameras: dict = {}
 
         def obs_fn() -> dict:
-            obs = rb.task_obs()
-            return {k: obs[k] for k in obs_keys}
+            if self.simulated:
+                obs = rb.task_obs()
+            else:  # the state the session read this period, with the recorder's keys
+                from robolearn.teleop.recorder import robot_obs
+
+                obs = robot_obs(rb, self.source.state)
+            return {k: obs[k] for k in state_keys}
 
         self.source = PolicySource(self.runner, self.scheduler, adapter, obs_fn,
                                    int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps), self.slot_s)
-        self.runner.start()  # last: nothing after it can fail and leave the policy process behind
+        if self.camera_names:
+            from robolearn.teleop.cameras import make_cameras
+
+            self.cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb, names=self.camera_names)
+            self.source.cameras = self.cameras
+        try:
+            _check_frames(rcfg["_path"], self.cameras, cfg.task.get("image_size"))
+            self.runner.start()  # last: nothing after it can fail and leave the policy process behind
+        except BaseException:
+            close_all(self.cameras)
+            raise
 
     def close(self) -> None:
-        """Stop the policy process and disconnect the robot (idempotent; safe when either never started)."""
+        """Stop the policy process and the cameras and disconnect the robot (idempotent; safe when
+        any of them never started)."""
         try:
             self.runner.close()
         finally:
-            self.robot.disconnect()
+            try:
+                close_all(self.cameras)
+            finally:
+                self.robot.disconnect()
 
     def __enter__(self) -> "PolicyStack":
         return self
@@ -221,9 +305,15 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         Success rate with its interval (like ``robolearn eval``), per-episode results (seed,
         success, length in policy steps, stale actions dropped, dry periods, clamped commands),
         and the loop's timing over all episodes (wake-up lateness percentiles in µs, overruns).
+        Image policies add ``obs_age_ms`` (per chunk, the policy's start on an observation minus
+        the capture time of its oldest frame: ``p50``/``p99``/``max`` ms, ``chunks``, and per
+        camera) and ``cameras`` (frames delivered and their mean rate). On a real arm (no success
+        check) ``success_measured`` is false and every episode runs ``max_episode_steps``.
 
     Raises:
-        ConfigError: unknown robot, or a robot that cannot provide the policy's observations.
+        ConfigError: unknown robot, a robot that cannot provide the policy's observations, or a
+            camera the policy needs that the robot config lacks or lists at another size.
+        DeviceError: a camera that cannot be opened, fails, or delivers frames of another shape.
         CheckpointError: unreadable checkpoint.
         ValueError: ``episodes < 1`` or ``seed_start < 0`` (checked first), or a bad ``num_inference_steps``.
     """
@@ -248,7 +338,11 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         for seed in seeds:
             runner.reset()
             source.reset()
-            rb.reset(seed)
+            t_reset = time.monotonic()
+            if st.simulated:
+                rb.reset(seed)
+            # the policy's first frames show this episode's scene, not the last one's (set-up, not the loop)
+            wait_frames(st.cameras, after=t_reset)
             dropped0, dry0 = scheduler.n_stale_dropped, scheduler.n_dry
             safety = st.new_safety()
             episode = {"steps": 0, "success": False}
@@ -257,7 +351,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
                 if k == 0:
                     return False
                 episode["steps"] += 1
-                episode["success"] = episode["success"] or rb.is_success()
+                episode["success"] = episode["success"] or (st.simulated and rb.is_success())
                 return episode["success"] or episode["steps"] >= max_steps
 
             session = ControlSession(rb, safety, source, ticks_per_slot, on_slot=on_slot)
@@ -276,6 +370,13 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         st.close()
     out = summarize(results)
     lat = np.asarray(runner.latencies) * 1e3
+    wall = time.monotonic() - t_start
+    out.update({
+        "success_measured": st.simulated,  # a real arm has no success check: episodes run to max_episode_steps
+        "obs_age_ms": age_summary(source.obs_ages),
+        "cameras": {name: {"frames": int(getattr(cam, "n_frames", 0)),
+                           "mean_fps": round(getattr(cam, "n_frames", 0) / wall, 2)} for name, cam in st.cameras.items()},
+    })
     out.update({
         "checkpoint": str(checkpoint), "task": task, "robot": rcfg.get("name", robot), "driver": rcfg["driver"],
         "seeds": [seeds[0], seeds[-1]], "rate_hz": rate_hz, "policy_hz": policy_hz,

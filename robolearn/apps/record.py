@@ -134,7 +134,7 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
     store = None
     cameras = {}
     try:
-        cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"])
+        cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb)  # rendered ones need the twin
         if isinstance(rb, SimulatedRobot):
             rb.reset(seed_start)
         joint_space = bool(getattr(device, "joint_space", False))

@@ -31,9 +31,15 @@ from robolearn.utils.errors import ConfigError
 # ---------------------------------------------------------------------------------------- schemas
 @dataclass
 class CameraConfig:
-    """One entry of ``cameras:`` (recorded as ``<name>_image``; :class:`~robolearn.teleop.cameras.OpenCVCamera`)."""
+    """One entry of ``cameras:`` (recorded as, and fed to policies as, ``<name>_image``).
 
-    source: Any = MISSING             #: OpenCV device index (>= 0), device path or video file
+    Exactly one of ``source`` (a real camera, :class:`~robolearn.teleop.cameras.OpenCVCamera`) and
+    ``camera`` (a camera of the MuJoCo twin's model, rendered beside the loop:
+    :class:`~robolearn.robots.cameras.RenderedCamera`; in-process twin only, with width, height and
+    fps given)."""
+
+    source: Any = None                #: OpenCV device index (>= 0), device path or video file
+    camera: Optional[str] = None      #: a camera of the twin's MuJoCo model (e.g. ``agentview``)
     width: Optional[int] = None       #: px, >= 1
     height: Optional[int] = None      #: px, >= 1
     fps: Optional[float] = None       #: Hz, > 0
@@ -222,18 +228,38 @@ def _number(where: str, key: str, value: Any, lo: float = 0.0, lo_ok: bool = Fal
         raise ConfigError(f"{where}: {key}: must be a finite number {span}{f' ({unit})' if unit else ''}, got {value!r}")
 
 
-def _check_cameras(where: str, cameras: dict[str, Any] | None) -> None:
+def _check_cameras(where: str, cameras: dict[str, Any] | None, driver: str | None = None) -> None:
+    """Value checks of a ``cameras:`` section; ``driver`` (when known) decides whether rendered
+    (``camera:``) entries are allowed: only on the in-process twin, whose state they render."""
     for name, cam in (cameras or {}).items():
         key = f"cameras.{name}"
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
             raise ConfigError(f"{where}: {key}: a camera name is recorded as '<name>_image': use letters, digits, _")
-        src = cam["source"]
+        src, rendered = cam.get("source"), cam.get("camera")
+        if (src is None) == (rendered is None):
+            raise ConfigError(f"{where}: {key}: give exactly one of 'source' (a real camera: device index, path or "
+                              f"video file) and 'camera' (a camera of the twin's MuJoCo model), got "
+                              f"{'both' if src is not None else 'neither'}")
+        for dim in ("width", "height"):
+            _number(where, f"{key}.{dim}", cam.get(dim), lo=1, lo_ok=True, unit="px")
+        _number(where, f"{key}.fps", cam.get("fps"), unit="Hz")
+        if rendered is not None:
+            if driver is not None and driver != "mujoco_twin":
+                raise ConfigError(f"{where}: {key}.camera: rendered cameras need the in-process twin (driver: "
+                                  f"mujoco_twin), whose state they render; driver {driver!r} has none "
+                                  "(give a real camera's 'source' instead)")
+            if not str(rendered).strip():
+                raise ConfigError(f"{where}: {key}.camera: empty (a camera name of the twin's model)")
+            unset = [k for k in ("width", "height", "fps") if cam.get(k) is None]
+            if unset:
+                raise ConfigError(f"{where}: {key}: a rendered camera needs {unset} (the size and rate the "
+                                  "policy was trained on, e.g. width: 84, height: 84, fps: 20)")
+            if cam.get("loop") is not None:
+                raise ConfigError(f"{where}: {key}.loop: only a video file 'source' loops")
+            continue
         if isinstance(src, bool) or not (isinstance(src, int) and src >= 0 or isinstance(src, str) and src):
             raise ConfigError(f"{where}: {key}.source: must be a device index >= 0, a device path or a video file, "
                               f"got {src!r}")
-        for dim in ("width", "height"):
-            _number(where, f"{key}.{dim}", cam[dim], lo=1, lo_ok=True, unit="px")
-        _number(where, f"{key}.fps", cam["fps"], unit="Hz")
 
 
 def _check_limits(where: str, limits: dict[str, Any], n_joints: int | None = None) -> None:
@@ -343,7 +369,7 @@ def validate_robot_config(raw: Mapping[str, Any], where: str | None = None) -> d
     cfg = _merge(DRIVER_SCHEMAS[driver], raw, where, label=f"driver {driver!r}")
     _number(where, "rate_hz", cfg["rate_hz"], unit="Hz")
     _number(where, "watchdog_timeout_s", cfg["watchdog_timeout_s"], unit="s")
-    _check_cameras(where, cfg.get("cameras"))
+    _check_cameras(where, cfg.get("cameras"), driver)
     _CHECKS[driver](where, cfg)
     out = _drop_none(cfg)
     if where != "robot config":
@@ -352,7 +378,8 @@ def validate_robot_config(raw: Mapping[str, Any], where: str | None = None) -> d
 
 
 def check_cameras(cameras: Mapping[str, Any] | None, where: str = "cameras") -> dict[str, dict[str, Any]]:
-    """Check a ``cameras:`` section (``{name: {source, width, height, fps, loop}}``) on its own.
+    """Check a ``cameras:`` section (``{name: {source | camera, width, height, fps, loop}}``) on its own
+    (rendered ``camera:`` entries allowed: the driver is not known here).
 
     Returns:
         ``{name: {key: value}}`` with unset keys left out.

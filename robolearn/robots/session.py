@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -93,6 +93,12 @@ class PolicySource:
     first ``n_action_steps`` — so a chunk's actions are executed open loop for about as many steps
     as in ``robolearn eval``, and the next chunk arrives before the current one runs out.
 
+    Cameras: each observation adds ``<name>_image``, the newest frame of each camera
+    (:class:`~robolearn.robots.cameras.FrameSource`, ``uint8 (H, W, 3)``), taken without waiting.
+    The observation's age, per chunk and camera, is the policy's start on that observation
+    (:attr:`ChunkResult.t_start`) minus the frame's capture time, in s: :attr:`obs_ages`. Until
+    every camera has a first frame no observation is taken (the robot holds).
+
     Args:
         runner: a started :class:`PolicyRunner`.
         scheduler: the :class:`ActionScheduler` (its ``action_dim`` and ``interpolate`` must match
@@ -101,20 +107,30 @@ class PolicySource:
         obs_fn: returns the policy's observation ``{key: (*shape)}`` now (raw units).
         n_obs_steps, n_action_steps: the policy's history length and executed chunk length.
         slot_s: policy period (s), e.g. 0.05 at 20 Hz.
+        cameras: ``{name: FrameSource}`` whose frames join the observation as ``<name>_image``.
+
+    Attributes:
+        obs_ages: one ``{camera: s}`` per chunk received (capture → policy input), over every
+            episode (:meth:`reset` keeps it).
+        n_chunks: chunks received.
 
     Raises:
         ValueError: adapter and scheduler disagree.
     """
 
     def __init__(self, runner: PolicyRunner, scheduler: ActionScheduler, adapter: ActionAdapter, obs_fn: Callable[[], dict],
-                 n_obs_steps: int, n_action_steps: int, slot_s: float):
+                 n_obs_steps: int, n_action_steps: int, slot_s: float, cameras: Mapping[str, Any] | None = None):
         self.commands = ChunkCommands(scheduler, adapter)
         self.runner, self.scheduler, self.adapter, self.obs_fn = runner, scheduler, adapter, obs_fn
         self.n_obs_steps, self.n_action_steps, self.slot_s = n_obs_steps, n_action_steps, slot_s
+        self.cameras = dict(cameras or {})
         self.history: deque = deque(maxlen=n_obs_steps)
         self._chunk_t_obs: float | None = None
         self._obs_due: float | None = None  # start time of the slot whose observation is still to take
+        self._pending: tuple[int, dict[str, float]] | None = None  # request id, its frames' capture times
+        self.obs_ages: list[dict[str, float]] = []
         self.n_chunks = 0
+        self.state: RobotState | None = None  # this period's reading, for an obs_fn built on the robot state
 
     def reset(self) -> None:
         """Forget the episode's history, chunks and held command."""
@@ -122,6 +138,7 @@ class PolicySource:
         self.commands.reset()
         self._chunk_t_obs = None
         self._obs_due = None
+        self._pending = None
 
     def _latency_slots(self) -> int:
         lat = self.runner.latencies[-5:]
@@ -129,6 +146,13 @@ class PolicySource:
 
     def _observe(self, t_slot: float) -> None:
         obs = self.obs_fn()
+        captured = {}
+        for name, cam in self.cameras.items():
+            frame, t = cam.read()  # the newest frame, never a wait for the next
+            if frame is None:
+                return
+            obs[f"{name}_image"] = frame
+            captured[name] = t
         if not self.history:
             self.history.extend([obs] * self.n_obs_steps)
         else:
@@ -137,16 +161,22 @@ class PolicySource:
             used = -1 if self._chunk_t_obs is None else round((t_slot - self._chunk_t_obs) / self.slot_s)
             if self._chunk_t_obs is None or used >= self.n_action_steps - 1 - self._latency_slots():
                 stacked = {key: np.stack([h[key] for h in self.history]) for key in obs}
-                self.runner.submit(stacked, t_slot)
+                request = self.runner.submit(stacked, t_slot)
+                if request is not None and captured:
+                    self._pending = (request, captured)
 
     def command(self, k: int, deadline: float, state: RobotState, slot_start: bool) -> Command | None:
         """See :class:`CommandSource`; actions are timed on the loop's deadlines (a slot's
         observation is taken in its second period and stamped with the slot's start)."""
+        self.state = state
         result = self.runner.poll()
         if result is not None:
             self.scheduler.add_chunk(result.actions, t0=result.t_obs, dt=self.slot_s, now=deadline)
             self._chunk_t_obs = result.t_obs
             self.n_chunks += 1
+            if self._pending is not None and self._pending[0] == result.request_id:
+                self.obs_ages.append({n: result.t_start - t for n, t in self._pending[1].items()})
+                self._pending = None
         if slot_start:
             self._obs_due = deadline
         elif self._obs_due is not None:

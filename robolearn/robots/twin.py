@@ -13,7 +13,10 @@ make a period run zero or two steps.
 Frames and units: the twin's base frame is the scene's world frame (m); orientations are xyzw
 quaternions; the gripper is the normalized opening in ``[0, 1]`` (1 open). Besides the Robot
 interface the twin offers what only a simulator can: :meth:`reset` to a seeded episode, the task's
-observation (:meth:`task_obs`, same keys as the eval environment) and :meth:`is_success`.
+observation (:meth:`task_obs`, same keys as the eval environment) and :meth:`is_success`, and
+cameras of its model rendered beside the loop (:meth:`MujocoTwin.make_camera`, a
+:class:`~robolearn.robots.cameras.RenderedCamera` fed by the twin's
+:class:`~robolearn.robots.cameras.StateTap`, served on the loop's thread after each call's physics steps).
 """
 
 from __future__ import annotations
@@ -77,6 +80,16 @@ class TwinSim:
         self.n_steps = 0
         pos, quat = self.eef_pose()
         self.set_goal(pos, quat, gripper=1.0)
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The scene's raw ``MjModel`` (the eval environment's, cameras included)."""
+        return self.env.model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        """The scene's raw ``MjData``, stepped by :meth:`step`."""
+        return self.env.data
 
     def eef_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """The controller's end-effector site pose: position ``(3,)`` m, quaternion ``(4,)`` xyzw."""
@@ -163,6 +176,8 @@ class MujocoTwin:
         ConnectionError: :meth:`read_state` or :meth:`send_command` before :meth:`connect`.
     """
 
+    _tap = None  # the StateTap of the twin's cameras, made by the first make_camera
+
     def __init__(self, task: str = "lift", robot: str = "Panda", model_seed: int = 0,
                  workspace_lower=(-0.45, -0.4, 0.8), workspace_upper=(0.35, 0.4, 1.4),
                  eef_speed_max: float = 1.0, eef_rot_speed_max: float = 3.0, gripper_speed_max: float = 10.0,
@@ -200,6 +215,7 @@ class MujocoTwin:
         self.sim.reset(seed)
         self._t_origin = self.clock()
         self.lag_s = 0.0
+        self.publish_state()
 
     # ------------------------------------------------------------------ Robot interface
     def _advance(self) -> float:
@@ -214,6 +230,8 @@ class MujocoTwin:
             due = limit
         for _ in range(due):
             self.sim.step()
+        if self._tap is not None:  # a camera asked for the state: a copy now, between physics steps
+            self._tap.serve(t=self._t_origin + self.sim.n_steps * self.sim.dt)
         return now
 
     def sync(self) -> None:
@@ -257,6 +275,50 @@ class MujocoTwin:
     def is_success(self) -> bool:
         """The task's success check."""
         return self.sim.is_success()
+
+    # ------------------------------------------------------------------ cameras
+    def camera_state(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """The model and the stepped ``MjData`` that cameras render (a twin whose sim keeps its
+        physics state elsewhere overrides this)."""
+        return self.sim.model, self.sim.data
+
+    def state_tap(self):
+        """The :class:`~robolearn.robots.cameras.StateTap` of this twin's state (made on first use)."""
+        if self._tap is None:
+            from robolearn.robots.cameras import StateTap
+
+            self._tap = StateTap(self.camera_state()[1], clock=self.clock)
+        return self._tap
+
+    def publish_state(self) -> None:
+        """Hand the cameras a copy of the current state now (after a reset, or a state set by
+        hand); call it on the thread that steps the twin. Nothing happens without cameras."""
+        if self._tap is not None:
+            self._tap.serve(force=True)
+
+    def make_camera(self, name: str, camera: str, width: int, height: int, fps: float,
+                    wait_s: float = 10.0):
+        """A started :class:`~robolearn.robots.cameras.RenderedCamera` of the model's ``camera``
+        (``uint8 (height, width, 3)`` frames at ``fps`` Hz, as the eval environment renders that
+        camera), its first frame already there. Call it on the thread that steps the twin.
+
+        Raises:
+            ValueError: ``camera`` is not in the model (the message lists the model's cameras),
+                or a bad size or fps.
+            DeviceError: no first frame within ``wait_s`` (the renderer failed: its error is chained).
+        """
+        from robolearn.robots.cameras import RenderedCamera, wait_frames
+
+        model, _ = self.camera_state()
+        cam = RenderedCamera(name, model, self.state_tap(), camera, width, height, fps)
+        self.publish_state()  # the first frame's state, so the camera starts before the loop does
+        cam.start()
+        try:
+            wait_frames({name: cam}, timeout_s=wait_s)
+        except Exception:
+            cam.close()
+            raise
+        return cam
 
     def close(self) -> None:
         """Disconnect and release the simulator."""

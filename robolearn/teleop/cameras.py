@@ -8,9 +8,10 @@ lock while it waits) and :meth:`OpenCVCamera.read` returns the newest frame at o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -22,7 +23,9 @@ class OpenCVCamera:
 
     Args:
         source: device index (``0``), device path (``/dev/video0``) or a video file.
-        width, height, fps: requested capture format (the device may choose another).
+        width, height, fps: requested capture format (the device may choose another). A video
+            file is delivered at ``fps`` (default: the file's own rate, else 30 Hz), as a camera
+            would deliver it, not as fast as it decodes.
         loop: restart a video file at its end (for tests and demos).
 
     Raises:
@@ -43,6 +46,9 @@ class OpenCVCamera:
                             (cv2.CAP_PROP_FPS, fps)):
             if value:
                 self._cap.set(prop, value)
+        is_file = isinstance(source, (str, os.PathLike)) and os.path.isfile(source)
+        rate = float(fps or (self._cap.get(cv2.CAP_PROP_FPS) if is_file else 0) or 30.0)
+        self._period = 1.0 / rate if is_file else 0.0  # a device paces itself
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self._time = 0.0
@@ -58,7 +64,11 @@ class OpenCVCamera:
             raise DeviceError(f"camera {source!r} gave no frame within 5 s")
 
     def _grab(self) -> None:
+        next_t = time.monotonic()
         while not self._stop:
+            if self._period:
+                next_t = max(next_t + self._period, time.monotonic() - self._period)
+                time.sleep(max(0.0, next_t - time.monotonic()))
             ok, bgr = self._cap.read()
             if not ok:
                 if self.loop:
@@ -87,24 +97,50 @@ class OpenCVCamera:
         self._cap.release()
 
 
-def make_cameras(cfg: dict[str, Any] | None, where: str = "cameras") -> dict[str, OpenCVCamera]:
-    """Cameras from a robot config's ``cameras`` section: ``{name: {source, width, height, fps, loop}}``,
-    checked first (:func:`robolearn.robots.config.check_cameras`) so none opens when one is wrong.
+def make_cameras(cfg: dict[str, Any] | None, where: str = "cameras", robot: Any = None,
+                 names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Cameras from a robot config's ``cameras`` section, checked first
+    (:func:`robolearn.robots.config.check_cameras`) so none opens when one is wrong. Every camera
+    is a :class:`~robolearn.robots.cameras.FrameSource` (``read() -> (newest frame, capture time)``;
+    calling it gives the frame): a ``source:`` entry an :class:`OpenCVCamera`, a ``camera:`` entry
+    a camera of the twin ``robot`` rendered beside the loop (``robot.make_camera``, see
+    :meth:`robolearn.robots.twin.MujocoTwin.make_camera`).
 
     Args:
-        cfg: the section (``None``: no cameras).
+        cfg: the section ``{name: {source | camera, width, height, fps, loop}}`` (``None``: no cameras).
         where: the file to name in messages.
+        robot: the built (in-process) twin that rendered cameras render; needed only for those.
+        names: build only these cameras (default: all of them), in this order.
 
     Raises:
-        ConfigError: an unknown key, a wrong type or a bad value (``cameras.<name>.<key>`` named).
-        DeviceError: a camera cannot be opened (named).
+        ConfigError: an unknown key, a wrong type or a bad value; a camera in ``names`` that the
+            section lacks; a rendered camera without a twin, or one whose ``camera`` the twin's
+            model does not have (``<where>: cameras.<name>.camera: ...``, the model's cameras listed).
+        DeviceError: a camera cannot be opened or gives no first frame (named).
     """
     from robolearn.robots.config import check_cameras
+    from robolearn.utils.errors import ConfigError
 
+    checked = check_cameras(cfg, where)
+    names = list(checked) if names is None else list(names)
+    missing = [n for n in names if n not in checked]
+    if missing:
+        raise ConfigError(f"{where}: cameras: no camera {missing} (the config lists {sorted(checked)})")
     cams = {}
     try:
-        for name, c in check_cameras(cfg, where).items():
-            cams[name] = OpenCVCamera(c.pop("source"), **c)
+        for name in names:
+            c = dict(checked[name])
+            if "camera" in c:
+                make = getattr(robot, "make_camera", None)
+                if make is None:
+                    raise ConfigError(f"{where}: cameras.{name}.camera: a rendered camera needs the in-process "
+                                      f"MuJoCo twin, not {type(robot).__name__}")
+                try:
+                    cams[name] = make(name, c["camera"], c["width"], c["height"], c["fps"])
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: cameras.{name}.camera: {exc}") from None
+            else:
+                cams[name] = OpenCVCamera(c.pop("source"), **c)
     except Exception:
         for cam in cams.values():
             cam.close()
