@@ -23,7 +23,10 @@ batch, backward, clip, AdamW. ``--pairs`` alternating runs (ours, lerobot, ours,
 timed steps after ``--warmup`` (compilation included in ours' warm-up, and reported); medians and
 spreads of samples/s. Default output ``benchmarks/results/vs_lerobot_model_step.json``.
 
-Writes one JSON (default ``benchmarks/results/vs_lerobot.json``). Diffusion only so far (ACT not yet).
+``--policy act``: the same for ACT (our act.yaml's dimensions, :data:`ACT_DIMS`, in lerobot's ACTConfig;
+one observation step, chunk 20).
+
+Writes one JSON (default ``benchmarks/results/vs_lerobot[_model_step][_act].json``).
 Only the standard library is imported at the top: the file runs in both environments.
 """
 
@@ -44,14 +47,13 @@ DIMS = {"down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "step_embe
 
 
 def lerobot_side(args) -> dict:
-    """lerobot's DiffusionPolicy training loop on the exported dataset (run in .venv-lerobot)."""
+    """lerobot's DiffusionPolicy (``--policy act``: ACTPolicy) training loop on the exported dataset
+    (run in .venv-lerobot)."""
     import torch
     from lerobot.configs.types import FeatureType
     from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
     from lerobot.datasets.utils import dataset_to_policy_features
-    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
     from lerobot.policies.factory import make_pre_post_processors
 
     torch.set_num_threads(args.threads)
@@ -60,14 +62,8 @@ def lerobot_side(args) -> dict:
     meta = LeRobotDatasetMetadata(repo, root=args.lerobot_root)
     feats = dataset_to_policy_features(meta.features)
     out_f = {k: f for k, f in feats.items() if f.type is FeatureType.ACTION}
-    in_f = {k: f for k, f in feats.items() if k not in out_f}
-    cfg = DiffusionConfig(input_features=in_f, output_features=out_f, n_obs_steps=DIMS["n_obs_steps"],
-                          horizon=DIMS["horizon"], n_action_steps=DIMS["n_action_steps"],
-                          down_dims=tuple(DIMS["down_dims"]), kernel_size=DIMS["kernel_size"],
-                          n_groups=DIMS["n_groups"], diffusion_step_embed_dim=DIMS["step_embed_dim"],
-                          num_train_timesteps=DIMS["num_train_timesteps"], device="cpu", push_to_hub=False)
-    policy = DiffusionPolicy(cfg)
-    policy.train()
+    cfg = lerobot_config(args.policy, {k: f for k, f in feats.items() if k not in out_f}, out_f)
+    policy = lerobot_policy(cfg)
     pre, _ = make_pre_post_processors(cfg, dataset_stats=meta.stats)
     ds = LeRobotDataset(repo, root=args.lerobot_root, delta_timestamps=resolve_delta_timestamps(cfg, meta))
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=0, drop_last=True)
@@ -99,8 +95,59 @@ def lerobot_side(args) -> dict:
             "params": sum(p.numel() for p in policy.parameters()), "torch": torch.__version__}
 
 
+ACT_DIMS = {"horizon": 20, "n_obs_steps": 1, "n_action_steps": 10, "dim_model": 256, "n_heads": 8,
+            "dim_feedforward": 1024, "n_encoder_layers": 4, "n_decoder_layers": 4, "n_vae_encoder_layers": 4,
+            "latent_dim": 32, "kl_weight": 10.0, "dropout": 0.1}  # our act.yaml's defaults
 OBS_DIMS = {"agent_pos": 2, "keypoints": 16}  # --model-step-only: PushT's low-dim obs (lerobot: state, environment_state)
 ACTION_DIM = 2
+
+
+def lerobot_config(policy: str, input_features: dict, output_features: dict):
+    """lerobot's DiffusionConfig or ACTConfig with :data:`DIMS` / :data:`ACT_DIMS` (in .venv-lerobot)."""
+    common = dict(input_features=input_features, output_features=output_features, device="cpu", push_to_hub=False)
+    if policy == "act":
+        from lerobot.policies.act.configuration_act import ACTConfig
+
+        a = ACT_DIMS
+        return ACTConfig(**common, n_obs_steps=1, chunk_size=a["horizon"], n_action_steps=a["n_action_steps"],
+                         dim_model=a["dim_model"], n_heads=a["n_heads"], dim_feedforward=a["dim_feedforward"],
+                         n_encoder_layers=a["n_encoder_layers"], n_decoder_layers=a["n_decoder_layers"],
+                         n_vae_encoder_layers=a["n_vae_encoder_layers"], latent_dim=a["latent_dim"],
+                         kl_weight=a["kl_weight"], dropout=a["dropout"], use_vae=True)
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+
+    d = DIMS
+    return DiffusionConfig(**common, n_obs_steps=d["n_obs_steps"], horizon=d["horizon"], n_action_steps=d["n_action_steps"],
+                           down_dims=tuple(d["down_dims"]), kernel_size=d["kernel_size"], n_groups=d["n_groups"],
+                           diffusion_step_embed_dim=d["step_embed_dim"], num_train_timesteps=d["num_train_timesteps"])
+
+
+def lerobot_policy(cfg):
+    """The lerobot policy of ``cfg`` (DiffusionPolicy or ACTPolicy), in training mode."""
+    if type(cfg).__name__ == "ACTConfig":
+        from lerobot.policies.act.modeling_act import ACTPolicy as cls
+    else:
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy as cls
+    return cls(cfg).train()
+
+
+def our_dims(policy: str) -> list[str]:
+    """Our config overrides for the same dimensions as :func:`lerobot_config`."""
+    if policy == "act":
+        return ["policy=act", *(f"policy.{k}={v}" for k, v in ACT_DIMS.items())]
+    d = DIMS
+    return [f"policy.down_dims=[{','.join(map(str, d['down_dims']))}]", f"policy.kernel_size={d['kernel_size']}",
+            f"policy.n_groups={d['n_groups']}", f"policy.step_embed_dim={d['step_embed_dim']}",
+            f"policy.horizon={d['horizon']}", f"policy.n_obs_steps={d['n_obs_steps']}",
+            f"policy.n_action_steps={d['n_action_steps']}", f"policy.num_train_timesteps={d['num_train_timesteps']}"]
+
+
+def _machine() -> dict:
+    """This machine: CPU count and model, platform, Python, 1-minute load average."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def _spread(samples_per_s: list[float]) -> dict:
@@ -110,28 +157,26 @@ def _spread(samples_per_s: list[float]) -> dict:
 
 
 def lerobot_model_step(args) -> dict:
-    """lerobot's DiffusionPolicy training step alone on a synthetic normalized batch (in .venv-lerobot):
-    samples/s of ``--steps`` steps after ``--warmup``."""
+    """lerobot's DiffusionPolicy (or, ``--policy act``, ACTPolicy) training step alone on a synthetic
+    normalized batch (in .venv-lerobot): samples/s of ``--steps`` steps after ``--warmup``."""
     import torch
     from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    d, (state, env) = DIMS, OBS_DIMS.values()
-    cfg = DiffusionConfig(input_features={"observation.state": PolicyFeature(FeatureType.STATE, (state,)),
-                                          "observation.environment_state": PolicyFeature(FeatureType.ENV, (env,))},
-                          output_features={"action": PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
-                          n_obs_steps=d["n_obs_steps"], horizon=d["horizon"], n_action_steps=d["n_action_steps"],
-                          down_dims=tuple(d["down_dims"]), kernel_size=d["kernel_size"], n_groups=d["n_groups"],
-                          diffusion_step_embed_dim=d["step_embed_dim"], num_train_timesteps=d["num_train_timesteps"],
-                          device="cpu", push_to_hub=False)
-    policy = DiffusionPolicy(cfg)
-    policy.train()
-    B, To, T = args.batch, d["n_obs_steps"], d["horizon"]
-    batch = {"observation.state": torch.randn(B, To, state), "observation.environment_state": torch.randn(B, To, env),
-             "action": torch.randn(B, T, ACTION_DIM), "action_is_pad": torch.zeros(B, T, dtype=torch.bool)}
+    state, env = OBS_DIMS.values()
+    B = args.batch
+    policy = lerobot_policy(lerobot_config(
+        args.policy, {"observation.state": PolicyFeature(FeatureType.STATE, (state,)),
+                      "observation.environment_state": PolicyFeature(FeatureType.ENV, (env,))},
+        {"action": PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))}))
+    if args.policy == "act":  # one observation step: (B, D)
+        T = ACT_DIMS["horizon"]
+        batch = {"observation.state": torch.randn(B, state), "observation.environment_state": torch.randn(B, env)}
+    else:
+        To, T = DIMS["n_obs_steps"], DIMS["horizon"]
+        batch = {"observation.state": torch.randn(B, To, state), "observation.environment_state": torch.randn(B, To, env)}
+    batch.update({"action": torch.randn(B, T, ACTION_DIM), "action_is_pad": torch.zeros(B, T, dtype=torch.bool)})
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-6)
 
     def step():
@@ -166,13 +211,9 @@ class OurModelStep:
         from robolearn.train.fast_step import build_train_step, make_ema, make_optimizer
         from robolearn.utils.config import load_config
 
-        d = DIMS
-        cfg = load_config(["task=pusht", f"train.batch_size={args.batch}", f"train.num_threads={args.threads}",
-                           f"policy.down_dims=[{','.join(map(str, d['down_dims']))}]", f"policy.kernel_size={d['kernel_size']}",
-                           f"policy.n_groups={d['n_groups']}", f"policy.step_embed_dim={d['step_embed_dim']}",
-                           f"policy.horizon={d['horizon']}", f"policy.n_obs_steps={d['n_obs_steps']}",
-                           f"policy.n_action_steps={d['n_action_steps']}",
-                           f"policy.num_train_timesteps={d['num_train_timesteps']}", *overrides])
+        d = ACT_DIMS if args.policy == "act" else DIMS
+        cfg = load_config(["task=pusht", f"train.batch_size={args.batch}", f"train.num_threads={args.threads}", *our_dims(args.policy),
+                           *overrides])
         tc = cfg.train
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
@@ -226,7 +267,8 @@ def model_step_only(args) -> dict:
             ours_runs[name].append(v.time(args.steps))
         if py.exists():
             side = subprocess.run([str(py), __file__, "--lerobot-side", "--model-step-only", "--steps", str(args.steps),
-                                   "--warmup", str(args.warmup), "--batch", str(args.batch), "--threads", str(args.threads)],
+                                   "--warmup", str(args.warmup), "--batch", str(args.batch), "--threads", str(args.threads),
+                                   "--policy", args.policy],
                                   capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if side.returncode != 0:
                 sys.exit(f"lerobot side failed:\n{side.stderr[-3000:]}")
@@ -234,11 +276,11 @@ def model_step_only(args) -> dict:
             theirs.append(lerobot_info.pop("samples_per_s"))
     ours = {name: {**_spread(runs), "first_step_s": variants[name].first_step_s, "params": variants[name].params,
                    "compiled": variants[name].step_fn.compiled} for name, runs in ours_runs.items()}
-    result = {"mode": "model step only (synthetic batch)", "batch": args.batch, "threads": args.threads,
-              "steps_per_run": args.steps, "warmup": args.warmup, "pairs": args.pairs, "dims": DIMS,
+    result = {"mode": "model step only (synthetic batch)", "policy": args.policy, "batch": args.batch,
+              "threads": args.threads, "steps_per_run": args.steps, "warmup": args.warmup, "pairs": args.pairs,
+              "dims": ACT_DIMS if args.policy == "act" else DIMS,
               "obs_dims": OBS_DIMS, "action_dim": ACTION_DIM, "torch": torch.__version__, "ours": ours,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                          "load_average_1min": round(os.getloadavg()[0], 2)}}
+              "machine": _machine()}
     if theirs:
         result["lerobot"] = {**_spread(theirs), **lerobot_info}
         result["ratio_median"] = {name: round(o["median"] / result["lerobot"]["median"], 3) for name, o in ours.items()}
@@ -247,7 +289,7 @@ def model_step_only(args) -> dict:
     return result
 
 
-def ours(args, store: Path, run_dir: Path) -> dict:
+def ours(args, store: Path, run_dir: Path, extra: list[str]) -> dict:
     import numpy as np
     import torch
 
@@ -255,14 +297,13 @@ def ours(args, store: Path, run_dir: Path) -> dict:
     from robolearn.data.training import TrainingData
     from robolearn.utils.config import load_config
 
-    d = DIMS
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, not a resumed one
     overrides = ["task=pusht", f"data.path={store}", f"run_dir={run_dir}", f"train.steps={args.steps}",
                  f"train.batch_size={args.batch}", f"train.num_threads={args.threads}", "data.val_ratio=0",
                  f"train.val_every={args.steps}", f"train.ckpt_every={args.steps}", f"train.log_every={args.steps}",
-                 f"policy.down_dims=[{','.join(map(str, d['down_dims']))}]", f"policy.kernel_size={d['kernel_size']}",
-                 f"policy.n_groups={d['n_groups']}", f"policy.step_embed_dim={d['step_embed_dim']}",
-                 f"policy.horizon={d['horizon']}", f"policy.n_obs_steps={d['n_obs_steps']}",
-                 f"policy.n_action_steps={d['n_action_steps']}", f"policy.num_train_timesteps={d['num_train_timesteps']}"]
+                 *our_dims(args.policy), *extra]
     train_from_overrides(overrides, progress=False)
     summary = json.loads((run_dir / "train_summary.json").read_text())
     data = TrainingData(load_config(overrides))
@@ -293,8 +334,10 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=3, help="--model-step-only: alternating runs of ours and lerobot's")
     p.add_argument("--warmup", type=int, default=5, help="--model-step-only: untimed steps first")
     p.add_argument("--variant", action="append",
-                   help="--model-step-only: our config overrides, space-separated, one variant per flag "
+                   help="our config overrides, space-separated, one variant per flag "
                         "(default: the config's defaults, i.e. one variant '')")
+    p.add_argument("--policy", choices=["diffusion", "act"], default="diffusion",
+                   help="the policy trained (results: vs_lerobot[_model_step][_act].json)")
     p.add_argument("--lerobot-side", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lerobot-root", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -304,7 +347,8 @@ def main() -> None:
     if args.model_step_only:
         args.variant = args.variant or [""]
         result = model_step_only(args)
-        out = Path(args.out if args.out != p.get_default("out") else ROOT / "benchmarks" / "results" / "vs_lerobot_model_step.json")
+        default = ROOT / "benchmarks" / "results" / f"vs_lerobot_model_step{'_act' if args.policy == 'act' else ''}.json"
+        out = Path(args.out if args.out != p.get_default("out") else default)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
@@ -322,20 +366,23 @@ def main() -> None:
         res = convert(store, exported, progress=False, rename=["keypoints=observation.environment_state"])
         if res.get("returncode", 0) != 0:
             sys.exit(f"export to LeRobot failed (exit {res['returncode']})")
-    ours_result = ours(args, store, work / f"ours_{args.steps}")
+    args.variant = args.variant or [""]
+    ours_result = {v: ours(args, store, work / f"ours_{args.policy}_{args.steps}_{i}", v.split())
+                   for i, v in enumerate(args.variant)}
     side = subprocess.run([str(lerobot_venv() / "bin" / "python"), __file__, "--lerobot-side", "--lerobot-root",
                            str(exported), "--steps", str(args.steps), "--batch", str(args.batch), "--threads",
-                           str(args.threads)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                           str(args.threads), "--policy", args.policy], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if side.returncode != 0:
         sys.exit(f"lerobot side failed:\n{side.stderr[-3000:]}")
     theirs = json.loads(side.stdout.strip().splitlines()[-1])
-    result = {"task": "pusht (scripted demos)", "episodes": args.episodes, "steps": args.steps, "batch": args.batch,
-              "threads": args.threads, "dims": DIMS, "ours": ours_result, "lerobot": theirs,
-              "ratio_samples_per_s": round(ours_result["samples_per_s"] / theirs["samples_per_s"], 3),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-              "note": "diffusion only; ACT not measured yet"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    result = {"task": "pusht (scripted demos)", "policy": args.policy, "episodes": args.episodes, "steps": args.steps, "batch": args.batch,
+              "threads": args.threads, "dims": ACT_DIMS if args.policy == "act" else DIMS, "ours": ours_result, "lerobot": theirs,
+              "ratio_samples_per_s": {v: round(o["samples_per_s"] / theirs["samples_per_s"], 3) for v, o in ours_result.items()},
+              "machine": _machine()}
+    out = Path(args.out if args.out != p.get_default("out") or args.policy != "act" else
+               ROOT / "benchmarks" / "results" / "vs_lerobot_act.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

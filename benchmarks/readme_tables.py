@@ -3,8 +3,9 @@
     python benchmarks/readme_tables.py           # rewrite the blocks in README.md
     python benchmarks/readme_tables.py --check   # exit 1 when README.md differs from the JSON
 
-Reads ``benchmarks/results/{core,policies,hal,recorded,rl,inference}.json``: all but ``recorded`` are written by
-``bench_core.py``, ``bench_policies.py``, ``bench_hal.py``, ``bench_rl.py`` and ``bench_inference.py``; ``recorded.json`` holds figures no
+Reads ``benchmarks/results/{core,policies,hal,recorded,rl,inference,vs_lerobot*}.json``: all but ``recorded`` are written
+by ``bench_core.py``, ``bench_policies.py``, ``bench_hal.py``, ``bench_rl.py``, ``bench_inference.py`` and
+``bench_vs_lerobot.py``; ``recorded.json`` holds figures no
 script's current output holds, each with where it was first recorded (an earlier results file, a
 commit message, or only the README text of a commit). Each block of README.md between
 ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->`` (NAME one of :data:`BLOCKS`) is
@@ -25,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-FILES = ("core", "policies", "hal", "recorded", "rl", "inference")
+FILES = ("core", "policies", "hal", "recorded", "rl", "inference", "vs_lerobot", "vs_lerobot_model_step",
+         "vs_lerobot_model_step_act")
 DAGGER = "†"
 GL_NAMES = {"osmesa": "OSMesa", "egl": "EGL", "glfw": "GLFW"}
 
@@ -92,7 +94,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 class Machines:
     """Short labels ``M1``, ``M2`` ... for the distinct machines the JSON records, in order of use.
 
-    A machine is its (platform, cpu_count, python); fields recorded by only some files (torch)
+    A machine is its (platform, cpu_count, python, cpu_model); fields recorded by only some files (torch)
     are merged into its legend line."""
 
     def __init__(self):
@@ -101,7 +103,7 @@ class Machines:
     def label(self, machine: dict | None) -> str:
         if not machine:
             return "—"
-        key = (machine.get("platform"), machine.get("cpu_count"), machine.get("python"))
+        key = (machine.get("platform"), machine.get("cpu_count"), machine.get("python"), machine.get("cpu_model"))
         merged = self.known.setdefault(key, {})
         merged.update({k: v for k, v in machine.items() if v is not None})
         return f"M{list(self.known).index(key) + 1}"
@@ -110,7 +112,9 @@ class Machines:
         out = []
         for i, m in enumerate(self.known.values()):
             torch = f", torch {m['torch']} (recorded in core.json)" if "torch" in m else ""
-            out.append(f"- **M{i + 1}**: {m['cpu_count']} CPU cores, `{m['platform']}`, Python {m['python']}{torch}; no GPU")
+            cpu = f" ({m['cpu_model']})" if "cpu_model" in m else ""
+            out.append(f"- **M{i + 1}**: {m['cpu_count']} CPU cores{cpu}, `{m['platform']}`, Python {m['python']}{torch}; "
+                       "no GPU")
         return out
 
 
@@ -422,9 +426,45 @@ def block_inference(data: dict, machines: Machines) -> str:
             + "".join(f"\n\nConditions: {note}." for note in notes))
 
 
+def block_vs_lerobot(data: dict, machines: Machines) -> str:
+    """Training throughput, ours vs lerobot's, same dimensions and machine (vs_lerobot*.json)."""
+    def machine(result):
+        m = dict(result["machine"])
+        m["cpu_count"] = m.pop("cpus", m.get("cpu_count"))
+        return machines.label({k: v for k, v in m.items() if k != "load_average_1min"})
+
+    def variant(name):
+        return "default config" if not name else f"`{name}`"
+
+    rows = []
+    e2e = data["vs_lerobot"]
+    for name, o in e2e["ours"].items():
+        rows.append([f"{e2e.get('policy', 'diffusion')}, end to end ({e2e['episodes']} episodes of {e2e['task']}, "
+                     f"{e2e['steps']} steps)", variant(name),
+                     n(o["samples_per_s"]), n(e2e["lerobot"]["samples_per_s"]), f"**{e2e['ratio_samples_per_s'][name]:.2f}×**",
+                     f"{o['data_s_per_batch'] * 1e3:.1f} / {e2e['lerobot']['data_s_per_batch'] * 1e3:.1f}",
+                     f"{machine(e2e)} · vs_lerobot.json"])
+    for key in ("vs_lerobot_model_step", "vs_lerobot_model_step_act"):
+        r = data[key]
+        for name, o in r["ours"].items():
+            first = f"; first step {o['first_step_s']:.0f} s (compilation)" if o.get("compiled") else ""
+            rows.append([f"{r.get('policy', 'diffusion')}, model step only (synthetic batch, {r['pairs']} paired runs{first})",
+                         variant(name), f"{n(o['median'])} ({n(o['min'])}–{n(o['max'])})",
+                         f"{n(r['lerobot']['median'])} ({n(r['lerobot']['min'])}–{n(r['lerobot']['max'])})",
+                         f"**{r['ratio_median'][name]:.2f}×**", "—", f"{machine(r)} · {key}.json"])
+    r = data["vs_lerobot_model_step"]
+    return (table(["measurement", "ours", "ours samples/s", "lerobot 0.4.4 samples/s", "ratio", "data ms/batch (ours / lerobot)",
+                   "machine · source"], rows)
+            + f"\n\nSame dimensions in both (batch {r['batch']}, {r['threads']} threads; parameters: diffusion U-Net "
+              f"{e2e['lerobot']['params']:,} in both, ACT {data['vs_lerobot_model_step_act']['ours']['']['params']:,} ours, "
+              f"{data['vs_lerobot_model_step_act']['lerobot']['params']:,} lerobot's); lerobot in its own environment (`.venv-lerobot`, torch "
+              f"{e2e['lerobot']['torch']}), ours with torch {r['torch']}. Command: `.venv/bin/python benchmarks/bench_vs_lerobot.py"
+              " [--model-step-only [--policy act]] --variant '' --variant 'train.compile=true'`.")
+
+
 #: block name -> renderer, in render order (the machines legend last: the tables register machines)
 BLOCKS = {"main": block_main, "learning": block_learning, "pusht_chunks": block_pusht_chunks, "hal": block_hal,
-          "rl": block_rl, "inference": block_inference, "machines": block_machines}
+          "rl": block_rl, "inference": block_inference, "vs_lerobot": block_vs_lerobot, "machines": block_machines}
 
 
 def render_blocks(data: dict) -> dict[str, str]:
