@@ -79,6 +79,27 @@ def _check_frames(where: str, cameras: dict, image_size) -> None:
                               f"policy was trained on uint8 {want}")
 
 
+def _check_control_mode(where: str, robot, adapter, task: str) -> None:
+    """The robot takes the commands of the task's action convention: its control mode and, for
+    joint-position actions, as many joints as the actions carry.
+
+    Raises:
+        ConfigError: the robot lacks the mode, or has another number of joints (file, task and both
+            sides named).
+    """
+    from robolearn.robots.session import adapter_mode
+
+    mode = adapter_mode(adapter)
+    modes = [m.value for m in robot.capabilities.control_modes]
+    if mode.value not in modes:
+        raise ConfigError(f"{where}: the policy's task {task!r} acts in {mode.value} commands, but this robot "
+                          f"takes {modes}")
+    n = getattr(adapter, "n_joints", None)
+    if n is not None and n != robot.limits.n_joints:
+        raise ConfigError(f"{where}: the policy's task {task!r} gives targets for {n} joints, but this robot "
+                          f"has {robot.limits.n_joints}")
+
+
 class CheckpointPolicy:
     """Policy factory for the runner: loads a checkpoint in the worker process.
 
@@ -174,7 +195,8 @@ class PolicyStack:
 
     Raises:
         ConfigError: unknown robot or an invalid robot config (file and key named; checked before
-            the checkpoint is read), a task without a known action convention, a robot that cannot
+            the checkpoint is read), a task without a known action convention or whose commands
+            (control mode, number of joints) the robot does not take, a robot that cannot
             provide the policy's observations, a camera the policy sees that the robot config lacks
             or lists at another size (checked before the weights are read), a rendered camera the
             twin's model does not have, or a loop rate that is not a multiple of the policy rate.
@@ -225,6 +247,7 @@ class PolicyStack:
             raise ConfigError(f"robot {robot!r} cannot provide the policy's observations {state_keys} (a real "
                               f"robot gives {list(ROBOT_STATE_OBS)} from its state, as recording stores them, and "
                               "camera images; task-state policies deploy on the MuJoCo twin)")
+        _check_control_mode(rcfg["_path"], rb, adapter, task)
         self.adapter = adapter
         if stall_s > 0 and stall_calls:
             factory = StallingPolicy(factory, stall_s, tuple(stall_calls))

@@ -1,5 +1,5 @@
-"""Each task's action convention: how a policy's action vector becomes an end-effector pose goal,
-and back (what a teleop recording stores as the task's action).
+"""Each task's action convention: how a policy's action vector becomes an end-effector pose goal
+(or a joint-position target), and back (what a teleop recording stores as the task's action).
 
 The HAL (:mod:`robolearn.robots`) is task-agnostic: its :class:`~robolearn.robots.session.ChunkCommands`
 asks an *action adapter* for the pose goal of each action and turns it into a command. The adapters
@@ -9,7 +9,15 @@ live here, beside the tasks whose conventions they encode:
   the pose measured at the start of the action's slot, held for the slot, exactly as the
   simulator's operational-space controller applies it during ``robolearn eval``;
 * :class:`AbsoluteEefAdapter`: absolute pose actions (position, xyzw quaternion, gripper opening),
-  which the scheduler interpolates to the loop rate (linear + SLERP).
+  which the scheduler interpolates to the loop rate (linear + SLERP);
+* :class:`JointPositionAdapter`: absolute joint-position actions (joint targets in rad, gripper
+  opening in ``[0, 1]``; our so101_pick task and leader-arm recordings), which become joint-position
+  commands instead of pose goals (``mode = "joint_position"``), each held for its slot as the
+  environment holds it for its control period.
+
+Every adapter names the control mode its commands use (``mode``, a
+:class:`~robolearn.robots.types.ControlMode` value): ``"eef_pose"`` adapters give ``to_goal``,
+``"joint_position"`` ones ``to_joints``.
 
 Gripper conventions: actions carry robosuite's command in ``[-1, 1]`` (-1 open, +1 closed); the
 HAL's commands carry an opening in ``[0, 1]`` (1 open).
@@ -50,6 +58,7 @@ class DeltaEefAdapter:
     """
 
     action_dim = 7
+    mode = "eef_pose"
     interpolate = False
     quat_slice = None
     #: ``action_space`` attributes of a store whose ``action`` key uses this convention.
@@ -84,6 +93,7 @@ class AbsoluteEefAdapter:
     """Absolute EEF action ``(8,)``: position m, quaternion xyzw, gripper opening in ``[0, 1]``."""
 
     action_dim = 8
+    mode = "eef_pose"
     interpolate = True
     quat_slice = (3, 7)
 
@@ -94,11 +104,50 @@ class AbsoluteEefAdapter:
         return a[:3], a[3:7], float(a[7])
 
 
+class JointPositionAdapter:
+    """Absolute joint-position action ``(n_joints + 1,)``: joint targets (rad, the robot's joint order)
+    and the gripper opening target in ``[0, 1]`` (0 closed, 1 open) — so101_pick's action and what a
+    leader-arm recording stores (action space ``joint_position``).
+
+    Each action becomes a joint-position command held for its slot (``interpolate = False``), as the
+    environment holds it for its control period. Targets outside the joint ranges or an opening
+    outside ``[0, 1]`` are clamped by the safety layer, as the environment clips them; what the
+    safety layer would refuse (a wrong size, NaN or Inf) is refused here, with the action named.
+
+    Args:
+        n_joints: number of arm joints (5 on the SO-100/101).
+    """
+
+    mode = "joint_position"
+    interpolate = False
+    quat_slice = None
+    space_type = "joint_position"
+
+    def __init__(self, n_joints: int = 5):
+        self.n_joints = int(n_joints)
+        self.action_dim = self.n_joints + 1
+
+    def to_joints(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """Joint targets ``(n_joints,)`` rad (float64) and the gripper opening of ``action`` ``(n_joints + 1,)``.
+
+        Raises:
+            ValueError: ``action`` does not have ``n_joints + 1`` entries, or holds NaN or Inf
+                (the message gives the action).
+        """
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.action_dim,):
+            raise ValueError(f"a joint-position action must have {self.action_dim} entries ({self.n_joints} joint "
+                             f"targets in rad, gripper opening), got shape {a.shape}: {a}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"joint-position action is not finite (refused, not sent to the robot): {a}")
+        return a[:self.n_joints].copy(), float(a[self.n_joints])
+
+
 #: Adapter classes by name.
-ADAPTERS = {"delta_eef": DeltaEefAdapter, "absolute_eef": AbsoluteEefAdapter}
+ADAPTERS = {"delta_eef": DeltaEefAdapter, "absolute_eef": AbsoluteEefAdapter, "joint_position": JointPositionAdapter}
 
 #: The action convention of each task's ``action`` key (tasks deployable through the HAL).
-TASK_ACTION_ADAPTER = {"lift": "delta_eef"}
+TASK_ACTION_ADAPTER = {"lift": "delta_eef", "so101_pick": "joint_position"}
 
 
 def task_action_adapter(task: str):

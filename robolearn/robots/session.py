@@ -11,7 +11,8 @@ robot-side stop (a UR protective stop) gets a ``DRIVER`` fault latched.
 Policies act at their own rate (the dataset's, e.g. 20 Hz), the loop at the robot's (e.g. 500 Hz):
 a *slot* is one policy step, ``ticks_per_slot`` loop periods. An :class:`ActionAdapter` (the task's
 action convention, from :mod:`robolearn.envs.actions`: the HAL itself knows no task) gives the pose
-goal of each action, which becomes a :class:`~robolearn.robots.types.Command`.
+goal, or the joint targets, of each action, which becomes a :class:`~robolearn.robots.types.Command`
+in the adapter's control mode.
 """
 
 from __future__ import annotations
@@ -30,22 +31,48 @@ from robolearn.robots.types import Command, ControlMode, FaultKind, Robot, Robot
 
 class ActionAdapter(Protocol):
     """A task's action convention, as the HAL needs it (implementations:
-    :mod:`robolearn.envs.actions`): ``action_dim``; whether the scheduler interpolates its
-    actions (absolute poses) or they are held per slot (relative ones); ``quat_slice``, the
-    quaternion's place in the action for SLERP (or ``None``); and the pose goal of one action."""
+    :mod:`robolearn.envs.actions`): ``action_dim``; ``mode``, the :class:`ControlMode` value of its
+    commands (``"eef_pose"`` when absent); whether the scheduler interpolates its actions (absolute
+    poses) or they are held per slot (relative ones, joint targets); ``quat_slice``, the quaternion's
+    place in the action for SLERP (or ``None``); and the goal of one action: ``to_goal`` (a pose) for
+    ``"eef_pose"``, ``to_joints`` (joint targets) for ``"joint_position"``."""
 
     action_dim: int
+    mode: str
     interpolate: bool
     quat_slice: tuple[int, int] | None
 
     def to_goal(self, action: np.ndarray, anchor_pos: np.ndarray,
                 anchor_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """``(position m (3,), quaternion xyzw (4,), gripper opening [0, 1])`` of ``action``,
-        relative to the anchor pose where the convention is relative."""
+        relative to the anchor pose where the convention is relative (``"eef_pose"`` adapters)."""
+
+    def to_joints(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """``(joint targets rad (n_joints,), gripper opening [0, 1])`` of ``action``; raises
+        ``ValueError`` for an action the safety layer would refuse (``"joint_position"`` adapters)."""
+
+
+def adapter_mode(adapter: ActionAdapter) -> ControlMode:
+    """The :class:`ControlMode` of ``adapter``'s commands (``EEF_POSE`` for an adapter without ``mode``).
+
+    Raises:
+        ValueError: a ``mode`` that is not a :class:`ControlMode` value.
+    """
+    return ControlMode(getattr(adapter, "mode", ControlMode.EEF_POSE.value))
 
 
 def goal_command(adapter: ActionAdapter, action: np.ndarray, anchor: RobotState, now: float) -> Command:
-    """The EEF-pose :class:`Command` of ``action`` under ``adapter``, anchored on the measured ``anchor``."""
+    """The :class:`Command` of ``action`` under ``adapter``, in the adapter's control mode: joint
+    targets and gripper opening for a joint-position adapter, else the EEF pose goal anchored on the
+    measured ``anchor``.
+
+    Raises:
+        ValueError: from a joint-position adapter, an action of the wrong size or not finite (never
+            handed on to the safety layer, which would latch a fault and hold).
+    """
+    if adapter_mode(adapter) == ControlMode.JOINT_POSITION:
+        q, opening = adapter.to_joints(action)
+        return Command(ControlMode.JOINT_POSITION, joint_pos=q, gripper=opening, timestamp=now)
     pos, quat, opening = adapter.to_goal(action, anchor.eef_pos, anchor.eef_quat)
     return Command(ControlMode.EEF_POSE, eef_pos=pos, eef_quat=quat, gripper=opening, timestamp=now)
 

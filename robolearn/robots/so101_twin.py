@@ -258,3 +258,8 @@ class So101Twin(MujocoTwin):
         if command.mode != ControlMode.JOINT_POSITION:
             raise ValueError(f"So101Twin takes JOINT_POSITION commands, got {command.mode.value}")
         self.sim.set_joint_goal(np.asarray(command.joint_pos, float), command.gripper)
+
+    def camera_state(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """The model and the stepped ``MjData`` that cameras render (``sim.sim_data``; the sim's own
+        ``data`` serves forward kinematics only)."""
+        return self.sim.model, self.sim.sim_data
