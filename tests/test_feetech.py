@@ -74,6 +74,18 @@ def test_a_servo_that_stops_answering_is_a_disconnect(arm):
     assert "sync read" in safety.faults[0].message
 
 
+def test_missed_status_packets_are_retried_before_the_arm_counts_as_gone(arm):
+    from robolearn.robots.feetech import READ_RETRIES
+
+    robot, bus = arm
+    before = robot.read_state().joint_pos
+    bus.drop_sync_reads(READ_RETRIES)  # a noisy line: the last try answers
+    np.testing.assert_allclose(robot.read_state().joint_pos, before, atol=2 * np.pi / 4096)
+    bus.drop_sync_reads(READ_RETRIES + 1)
+    with pytest.raises(ConnectionError, match=f"sync read on .* failed {READ_RETRIES + 1} times"):
+        robot.read_state()
+
+
 def test_missing_servo_at_connect_is_named():
     bus = EmulatedFeetechBus(ids=(1, 2, 3, 4, 5))  # no gripper servo
     try:

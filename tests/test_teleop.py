@@ -145,3 +145,36 @@ def test_opencv_camera_reads_newest_frames_without_blocking(tmp_path):
         cam.close()
     with pytest.raises(DeviceError, match="cannot be opened"):
         OpenCVCamera(str(tmp_path / "missing.avi"))
+
+
+def test_recorder_commits_in_a_thread_without_blocking_the_loop_and_raises_its_error_at_close():
+    import threading
+
+    from robolearn.utils.errors import StoreError
+
+    release, calls = threading.Event(), []
+
+    class SlowStore:  # commit_episode blocks until released, as a long image encoding would
+        episode_in_progress = 3
+
+        def commit_episode(self, meta):
+            release.wait(10)
+            calls.append(meta)
+            if len(calls) == 2:
+                raise StoreError("disk full")
+
+    source = SimpleNamespace(events=["stop"], target=None)
+    rec = Recorder(SlowStore(), object(), source, safety=None)
+    rec.recording = True
+    assert rec.on_slot(0, 0.0, None) is False  # returns while the commit is still blocked
+    assert rec.committed == 1 and not rec.recording and calls == []
+    assert rec.on_slot(1, 0.05, None) is False and calls == []  # no event: the loop goes on
+    release.set()
+    source.events = ["start"]
+    rec.on_slot(2, 0.10, None)  # an event waits for the commit first
+    assert calls == [{"length": 3, "duration_s": calls[0]["duration_s"]}] and rec.recording
+    source.events = ["stop"]
+    rec.on_slot(3, 0.15, None)
+    with pytest.raises(StoreError, match="disk full"):
+        rec.close()
+    rec.close()  # raised once; nothing left to wait for

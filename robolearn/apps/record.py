@@ -131,7 +131,7 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
     rate = float(rcfg["rate_hz"])
     rb = make_robot(rcfg)
     rb.connect()
-    store = None
+    store = recorder = None
     cameras = {}
     try:
         cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb)  # rendered ones need the twin
@@ -149,9 +149,13 @@ def record(robot_name: str, device, out, fps: float = 20.0, append: bool = False
     finally:
         for cam in cameras.values():
             cam.close()
-        if store is not None:
-            store.close()
-        rb.disconnect()
+        try:
+            if recorder is not None:
+                recorder.close()  # an episode still being committed is written before the store closes
+        finally:
+            if store is not None:
+                store.close()
+            rb.disconnect()
     return {"path": str(out), "committed": recorder.committed, "discarded": recorder.discarded,
             "episodes": EpisodeStore.open(out).n_episodes, "faults": [f.kind.value for f in safety.faults],
             "loop": stats.summary()}

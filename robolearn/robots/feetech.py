@@ -32,6 +32,7 @@ from robolearn.utils.errors import ConfigError, DeviceError
 
 STEPS_PER_TURN = 4096
 MAX_ID = 253  # servo ids 0..253 (254 is the broadcast id)
+READ_RETRIES = 2  # extra sync reads after a missed status packet before the arm counts as gone
 ADDR_TORQUE_ENABLE, ADDR_GOAL_POSITION, ADDR_PRESENT_POSITION = 40, 42, 56
 
 
@@ -216,7 +217,8 @@ class FeetechArm:
         """Sync-read present positions; velocities are differences of consecutive reads (rad/s).
 
         Raises:
-            ConnectionError: not connected, or a servo did not answer (the bus or the servo is gone).
+            ConnectionError: not connected, or a servo did not answer ``1 + READ_RETRIES`` reads in a
+                row (the bus or the servo is gone).
         """
         sdk = self._sdk
         if self._port is None:
@@ -224,9 +226,14 @@ class FeetechArm:
         group = sdk.GroupSyncRead(self._port, self._packet, ADDR_PRESENT_POSITION, 2)
         for i in self.ids:
             group.addParam(i)
-        result = group.txRxPacket()
-        if result != sdk.COMM_SUCCESS:
-            raise ConnectionError(f"sync read on {self.port_name} failed: {self._packet.getTxRxResult(result)}")
+        for attempt in range(1 + READ_RETRIES):  # a lone missed status packet (line noise) is not a lost arm
+            result = group.txRxPacket()
+            if result == sdk.COMM_SUCCESS:
+                break
+            self._port.clearPort()
+        else:
+            raise ConnectionError(f"sync read on {self.port_name} failed {1 + READ_RETRIES} times: "
+                                  f"{self._packet.getTxRxResult(result)}")
         now = self.clock()
         steps = np.array([group.getData(i, ADDR_PRESENT_POSITION, 2) for i in self.ids], float)
         q = self.steps_to_rad(steps[: len(self.joints)])

@@ -59,6 +59,7 @@ class EmulatedFeetechBus:
         self.speed = float(speed_steps_s)
         self.unplugged: set[int] = set()
         self.hand = None  # () -> {servo id: steps}: a hand moving the torque-off servos
+        self.sync_reads_to_drop = 0
         self.n_packets = 0
         self._stop = False
         self._last = time.monotonic()
@@ -68,6 +69,10 @@ class EmulatedFeetechBus:
     def unplug(self, servo_id: int) -> None:
         """Fault injection: the servo stops answering."""
         self.unplugged.add(servo_id)
+
+    def drop_sync_reads(self, n: int) -> None:
+        """Fault injection: the next ``n`` sync reads get no status packets (line noise)."""
+        self.sync_reads_to_drop = int(n)
 
     def goal(self, servo_id: int) -> int:
         """The goal position (steps) last written to a servo."""
@@ -118,6 +123,8 @@ class EmulatedFeetechBus:
             addr = params[0]
             self.tables[sid][addr:addr + len(params) - 1] = params[1:]
             self._reply(sid)
+        elif instr == SYNC_READ and sid == BROADCAST and self.sync_reads_to_drop > 0:
+            self.sync_reads_to_drop -= 1
         elif instr == SYNC_READ and sid == BROADCAST:
             addr, n = params[0], params[1]
             for i in params[2:]:
