@@ -50,6 +50,9 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     "insertion_act": (["task=insertion", "policy=act_small", "train.batch_size=64", "train.lr=3e-4",
                        "train.steps=3000", "train.num_threads=2", "data.path=runs/insertion/demos.zarr",
                        "run_dir=runs/insertion_act"], 100),
+    # gym-pusht (the peers' PushT, robolearn/envs/gym_pusht.py), 200 scripted demos; ACT as on Can.
+    "gym_pusht_act": (["task=gym_pusht", "policy=act_small", "train.batch_size=64", "train.lr=3e-4", "train.steps=6000",
+                       "train.num_threads=1", "data.path=runs/gym_pusht/demos.zarr", "run_dir=runs/gym_pusht/act"], 200),
 }
 
 #: name -> evaluate_checkpoint options (PushT's last millimetres need feedback: 2 actions per chunk)
@@ -98,7 +101,11 @@ def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:
 
 def machine_info() -> dict:
     """The machine a benchmark entry was measured on (what ``readme_tables.py`` labels M1, M2, ...)."""
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")), None) if cpuinfo.exists() else None
+    return {"cpu_count": os.cpu_count(), "cpu_model": model or platform.processor() or None,
+            "platform": platform.platform(), "python": platform.python_version()}
 
 
 def save_entry(out: Path, benchmark: str, name: str, entry: dict) -> None:
