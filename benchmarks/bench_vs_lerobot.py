@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -143,11 +142,12 @@ def our_dims(policy: str) -> list[str]:
 
 
 def _machine() -> dict:
-    """This machine: CPU count and model, platform, Python, 1-minute load average."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(), "python": platform.python_version(),
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+    """This machine (bench_policies.machine_info: CPU count and model, platform, Python) and its
+    1-minute load average."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_policies import machine_info
+
+    return {**machine_info(), "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def _spread(samples_per_s: list[float]) -> dict:
