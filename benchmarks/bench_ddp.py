@@ -10,6 +10,11 @@ then the run is extended to ``--steps`` and the second session's ``samples_per_s
 over its wall time, start-up excluded, final checkpoint included) is the measurement. The JSON keeps
 one entry per process count with the speed-up over 1 process and the machine (``bench_policies``'
 record). On a machine whose cores run other jobs the speed-up is a lower bound: say so in ``--note``.
+
+The entry ``lift_diffusion_ceiling_<N>`` is what N processes could give at best: N independent
+single-process runs at the per-rank batch (global batch / N), started together with no communication;
+their summed samples/s over the 1-process figure bounds the speed-up that data parallelism can reach
+on this machine (shared caches and memory bandwidth, smaller per-rank batches).
 """
 
 from __future__ import annotations
@@ -57,6 +62,26 @@ def run(nproc: int, data: Path, run_dir: Path, steps: int) -> dict:
     return json.loads((run_dir / "train_summary.json").read_text())
 
 
+def ceiling(nproc: int, data: Path, tmp: Path, steps: int, warmup: int, batch: int) -> float:
+    """Summed samples/s of ``nproc`` independent 1-process runs at batch ``batch // nproc``, run at once."""
+    def cmd(run_dir: Path, n_steps: int) -> list[str]:
+        return [sys.executable, "-m", "robolearn.cli", "train", "task=lift", "policy=diffusion",
+                f"data.path={data}", f"run_dir={run_dir}", f"train.steps={n_steps}", "train.num_threads=1",
+                "train.device=cpu", f"train.batch_size={batch // nproc}", "train.val_every=100000",
+                "train.ckpt_every=100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    dirs = [tmp / f"ceiling{nproc}_{i}" for i in range(nproc)]
+    for d in dirs:
+        subprocess.run(cmd(d, warmup), env=env, capture_output=True, check=True)
+    procs = [subprocess.Popen(cmd(d, steps), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for d in dirs]
+    for proc, d in zip(procs, dirs):
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"independent run {d.name} failed:\n{err.decode()[-3000:]}")
+    return sum(json.loads((d / "train_summary.json").read_text())["samples_per_s"] for d in dirs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nprocs", type=int, nargs="*", default=[1, 2])
@@ -88,6 +113,17 @@ def main() -> None:
             save_entry(out, "ddp", f"lift_diffusion_{n}proc", entry)
             print(f"{n} process(es): {s['samples_per_s']} samples/s over {entry['measured_steps']} steps "
                   f"({entry['speedup_vs_1']}x)")
+        for n in args.nprocs:
+            if n < 2 or base is None:
+                continue
+            total = ceiling(n, data, Path(tmp), args.steps, args.warmup_steps, entry["global_batch"])
+            save_entry(out, "ddp", f"lift_diffusion_ceiling_{n}", {
+                "nproc": n, "independent_runs": n, "batch_per_run": entry["global_batch"] // n,
+                "samples_per_s": round(total, 1), "speedup_vs_1": round(total / base, 2),
+                "what": f"{n} independent 1-process runs at the per-rank batch, at once (no communication): "
+                        "the most data parallelism can give here", "data": source, "note": args.note,
+                "machine": machine})
+            print(f"ceiling, {n} independent runs: {total:.1f} samples/s ({total / base:.2f}x)")
 
 
 if __name__ == "__main__":
