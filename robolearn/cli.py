@@ -1,4 +1,4 @@
-"""``robolearn <command>``: quickstart, collect, train, rl, distill, eval, deploy, export, record, replay, inspect, convert.
+"""``robolearn <command>``: quickstart, collect, train, rl, distill, eval, deploy, export, record, replay, calibrate, inspect, convert.
 
 Argument parsing and printing only: each command calls its job in :mod:`robolearn.apps`.
 
@@ -237,6 +237,17 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    """``robolearn calibrate --robot so101 --port PORT``: guided calibration of an SO-100/101 arm."""
+    from robolearn.apps.calibrate import calibrate
+
+    r = calibrate(args.robot, port=args.port, out=args.out, force=args.force, margin_rad=args.margin)
+    dirs = ", ".join(f"{n} {c['direction']:+d}" for n, c in zip(r["joint_names"], r["calibration"]))
+    print(f"calibration written to {r['path']} (port {r['port']}; directions {dirs}); use it with "
+          f"--robot {r['path']} (a leader: --leader-config {r['path']})")
+    return 0
+
+
 def cmd_convert(args) -> int:
     """``robolearn convert SRC DST``: LeRobot v3 <-> Zarr, robomimic HDF5 -> Zarr (see robolearn.apps.convert)."""
     from robolearn.apps.convert import convert
@@ -375,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--robot", default="sim", help="hardware/<ROBOT>.yaml or a YAML path (default: %(default)s)")
     rp.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
     rp.set_defaults(fn=cmd_replay)
+
+    cb = sub.add_parser("calibrate", help="calibrate an SO-100/101 arm or leader on its Feetech bus (guided "
+                        "prompts) and write its robot config")
+    cb.add_argument("--robot", default="so101", help="the arm's base config, hardware/<ROBOT>.yaml or a YAML path: "
+                    "so101, so101_leader, so100 (default: %(default)s)")
+    cb.add_argument("--port", help="the bus's serial port, e.g. /dev/ttyACM0 (default: the config's port)")
+    cb.add_argument("--out", help="output YAML (default: hardware/<ROBOT>_calibrated.yaml)")
+    cb.add_argument("--force", action="store_true", help="replace --out if it exists")
+    cb.add_argument("--margin", type=float, default=0.05,
+                    help="rad the written joint limits keep inside the swept end stops (default: %(default)s)")
+    cb.set_defaults(fn=cmd_calibrate)
 
     cv = sub.add_parser("convert", help="convert a dataset: LeRobot v3 <-> Zarr, robomimic HDF5 -> Zarr")
     cv.add_argument("src", help="source: a Zarr store, a LeRobot v3 directory or a robomimic .hdf5 file")

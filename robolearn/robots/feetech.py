@@ -181,7 +181,8 @@ class FeetechArm:
             _, result, _ = self._packet.ping(self._port, i)
             if result != sdk.COMM_SUCCESS:
                 self._port.closePort()
-                raise ConnectionError(f"servo {i} on {self.port_name} does not answer "
+                self._port = None
+                raise ConnectionError(f"servo {i} ({self.servo_label(i)}) on {self.port_name} does not answer "
                                       f"({self._packet.getTxRxResult(result)})")
         for i in self.ids:
             self._packet.write1ByteTxRx(self._port, i, ADDR_TORQUE_ENABLE, int(self.torque_on_connect))
@@ -198,6 +199,15 @@ class FeetechArm:
 
     close = disconnect
 
+    def servo_label(self, servo_id: int) -> str:
+        """What a servo id is on this arm, for messages: its joint's name (``joint_names`` when set,
+        else ``calibration[k]``) or ``gripper``."""
+        if self.gripper and servo_id == self.gripper["id"]:
+            return "gripper"
+        k = [j.id for j in self.joints].index(servo_id)
+        names = getattr(self, "joint_names", None)
+        return names[k] if names is not None and k < len(names) else f"calibration[{k}]"
+
     # ------------------------------------------------------------------ conversions
     def steps_to_rad(self, steps: np.ndarray) -> np.ndarray:
         """Arm joint steps ``(n,)`` → rad ``(n,)`` with the calibration."""
@@ -213,8 +223,10 @@ class FeetechArm:
         return np.clip(np.round(steps), 0, STEPS_PER_TURN - 1).astype(int)
 
     # ------------------------------------------------------------------ Robot interface
-    def read_state(self) -> RobotState:
-        """Sync-read present positions; velocities are differences of consecutive reads (rad/s).
+    def read_steps(self) -> np.ndarray:
+        """One sync read of every servo's present position, uncalibrated: steps ``(len(ids),)``
+        (0..4095, float) in :attr:`ids` order (the arm joints, then the gripper). What
+        :meth:`read_state` converts, and what calibration (:mod:`robolearn.apps.calibrate`) records.
 
         Raises:
             ConnectionError: not connected, or a servo did not answer ``1 + READ_RETRIES`` reads in a
@@ -234,8 +246,18 @@ class FeetechArm:
         else:
             raise ConnectionError(f"sync read on {self.port_name} failed {1 + READ_RETRIES} times: "
                                   f"{self._packet.getTxRxResult(result)}")
+        return np.array([group.getData(i, ADDR_PRESENT_POSITION, 2) for i in self.ids], float)
+
+    def read_state(self) -> RobotState:
+        """Sync-read present positions (:meth:`read_steps`), calibrated to rad; velocities are
+        differences of consecutive reads (rad/s).
+
+        Raises:
+            ConnectionError: not connected, or a servo did not answer ``1 + READ_RETRIES`` reads in a
+                row (the bus or the servo is gone).
+        """
+        steps = self.read_steps()
         now = self.clock()
-        steps = np.array([group.getData(i, ADDR_PRESENT_POSITION, 2) for i in self.ids], float)
         q = self.steps_to_rad(steps[: len(self.joints)])
         qd = np.zeros_like(q) if self._last is None or now <= self._last[0] else (q - self._last[1]) / (now - self._last[0])
         self._last = (now, q)
