@@ -10,9 +10,12 @@ Needs a trained Lift checkpoint (``make quickstart`` makes one). Sections:
   wake-up lateness p50/p99/p99.9/max (µs), overruns, missed deadlines, time by section.
 * ``loop_fifo_socket`` / ``stall_socket`` (only when named in ``--only``): the same with the twin in
   its own process over the socket.
-* ``stall``: the same, with 50 ms added to every 10th chunk: missed deadlines (and how many fell
-  while a stalled chunk was being computed), stale actions dropped, dry periods, and the largest
-  change between consecutive commands against the per-step limit.
+* ``stall`` / ``stall_no_pin``: the same, with 50 ms added to every 10th chunk, with and without
+  CPU pinning (loop on one CPU, policy worker on the others; :mod:`robolearn.robots.affinity`):
+  missed deadlines per second inside stall windows against outside them (``stalls``, see
+  :func:`policy_loop`), stale actions dropped, dry periods, and the largest change between
+  consecutive commands against the per-step limit. Every section records the CPUs each part got
+  (``cpu_pinning``) and the 1-minute load average before and after.
 * ``watchdog``: a command source that stops: time from its last command to the first hold (must be
   at most the timeout plus one period), and how far the arm moved after that.
 * ``link_loss``: the twin in its own process over a socket; the cable is pulled (server drops the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -40,8 +44,23 @@ from robolearn.robots.types import Command, ControlMode, FaultKind
 
 
 def policy_loop(checkpoint: str, seconds: float, realtime: bool, stall_every: int = 0, stall_s: float = 0.05,
-                robot: str = "sim") -> dict:
-    stack = PolicyStack(checkpoint, robot, stall_s=stall_s,
+                robot: str = "sim", pin_cpus: bool = True) -> dict:
+    """The loop with the policy in its process for ``seconds``; with ``stall_every``, every
+    ``stall_every``-th chunk takes ``stall_s`` longer.
+
+    Stall windows and misses are those of :mod:`robolearn.robots.affinity`: a window runs from the
+    stalled chunk's start in the policy worker (its ``time.monotonic()`` just before ``predict``,
+    which begins with the injected sleep) to its receipt by the loop's poll (the loop process's
+    ``time.monotonic()``; CLOCK_MONOTONIC is one clock for both processes); a miss is a deadline the
+    loop skipped after an overrun, placed at that deadline. ``stalls`` gives seconds, counts and
+    misses (and overruns) per second inside the windows and outside them; ``overruns_during_stalls``
+    and ``overruns_outside_stalls`` are the loop's overruns (a step ending after the next deadline)
+    that began inside and outside windows.
+    """
+    from robolearn.robots.affinity import run_miss_rates, stall_windows
+
+    load_before = os.getloadavg()
+    stack = PolicyStack(checkpoint, robot, stall_s=stall_s, pin_cpus=pin_cpus,
                         stall_calls=tuple(range(stall_every, 100_000, stall_every)) if stall_every else ())
     rb = stack.robot
     rb.connect()
@@ -50,30 +69,13 @@ def policy_loop(checkpoint: str, seconds: float, realtime: bool, stall_every: in
     safety = stack.new_safety()
     session = ControlSession(rb, safety, stack.source, stack.ticks_per_slot)
     session.record_sent = True
-    chunks, slow_steps = [], []
-    poll = stack.runner.poll
-
-    def logged_poll():
-        r = poll()
-        if r is not None:
-            chunks.append((r.t_start, r.t_done))
-        return r
-
-    stack.runner.poll = logged_poll
-    period = 1.0 / stack.rate_hz
-
-    def step(k, deadline):
-        out = session.step(k, deadline)
-        if time.monotonic() > deadline + period:  # this step overran the next deadline
-            slow_steps.append(deadline)
-        return out
-
-    loop = ControlLoop(stack.rate_hz, step, realtime=realtime)
+    loop = ControlLoop(stack.rate_hz, session.step, realtime=realtime, cpus=stack.cpu_plan.get("loop"))
     stats = loop.run(duration_s=seconds, on_start=getattr(rb, "sync", rb.read_state))
+    pinning = stack.pinning_summary(stats)
     stack.runner.close()
     # The policy wrapper stalls calls stall_every, 2 * stall_every, ...: those chunks, in arrival order.
-    stalls = [chunks[i - 1] for i in range(stall_every, len(chunks) + 1, stall_every)] if stall_every else []
-    in_stall = sum(any(a <= t <= b for a, b in stalls) for t in slow_steps)
+    stalls = stall_windows(stack.runner.chunk_log, stall_every)
+    rates = run_miss_rates(stalls, [stats])
     sent = [c for c in session.sent if c.mode == ControlMode.EEF_POSE]
     t = np.array([c.timestamp for c in sent])
     pos = np.array([c.eef_pos for c in sent])
@@ -90,8 +92,11 @@ def policy_loop(checkpoint: str, seconds: float, realtime: bool, stall_every: in
         "max_command_speed_m_s": float(speed.max()), "eef_speed_limit_m_s": rb.limits.eef_speed_max,
         "max_command_step_m": float(np.linalg.norm(np.diff(pos, axis=0), axis=1).max()),
         "stall_s": stall_s if stall_every else 0.0, "stall_every_chunks": stall_every, "robot": robot,
-        "stalled_chunks": len(stalls), "overruns_during_stalls": in_stall,
-        "overruns_outside_stalls": len(slow_steps) - in_stall,
+        "stalled_chunks": rates["stall_windows"], "overruns_during_stalls": rates["overruns_in_stalls"],
+        "overruns_outside_stalls": rates["overruns_outside"],
+        **({"stalls": rates, "misses_per_s_in_stalls": rates["misses_per_s_in_stalls"],
+            "misses_per_s_outside": rates["misses_per_s_outside"]} if stall_every else {}),
+        "cpu_pinning": pinning, "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -195,6 +200,7 @@ def main() -> None:
                    help="sections to run (default: all but the *_socket ones, which put a third busy process "
                         "on the machine: the twin server)")
     p.add_argument("--out", default="benchmarks/results/hal.json")
+    p.add_argument("--note", default=None, help="conditions to record in each section run (e.g. other load)")
     args = p.parse_args()
     if not Path(args.checkpoint).exists():
         sys.exit(f"no checkpoint at {args.checkpoint}: run `make quickstart` first or pass --checkpoint")
@@ -206,6 +212,8 @@ def main() -> None:
         "loop_fifo": lambda: policy_loop(args.checkpoint, args.seconds, realtime=True),
         "loop_no_fifo": lambda: policy_loop(args.checkpoint, args.seconds, realtime=False),
         "stall": lambda: policy_loop(args.checkpoint, min(args.seconds, 30.0), realtime=True, stall_every=10),
+        "stall_no_pin": lambda: policy_loop(args.checkpoint, min(args.seconds, 30.0), realtime=True, stall_every=10,
+                                            pin_cpus=False),
         "loop_fifo_socket": lambda: policy_loop(args.checkpoint, args.seconds, realtime=True, robot="sim_socket"),
         "stall_socket": lambda: policy_loop(args.checkpoint, min(args.seconds, 30.0), realtime=True, stall_every=10,
                                             robot="sim_socket"),
@@ -220,6 +228,8 @@ def main() -> None:
         t0 = time.monotonic()
         result[name] = fn()
         result[name]["wall_s"] = round(time.monotonic() - t0, 1)
+        if args.note:
+            result[name]["note"] = args.note
         print(name, json.dumps({k: v for k, v in result[name].items() if k not in ("sections", "episodes")}))
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2))

@@ -177,13 +177,13 @@ def cmd_deploy(args) -> int:
     result, out = deploy_and_save(args.checkpoint, robot=args.robot, episodes=args.episodes, out=args.out,
                                   seed_start=args.seed_start, realtime=not args.no_realtime,
                                   num_inference_steps=args.ddim_steps, use_ema=not args.no_ema,
-                                  backend=args.backend)
+                                  backend=args.backend, pin_cpus=not args.no_pin_cpus)
     lo, hi = result["success_ci95"]
     lat = result["loop"]["lateness"]
     print(f"success rate {result['success_rate']:.3f} ({result['n_success']}/{result['n_episodes']}), "
           f"95% CI [{lo:.3f}, {hi:.3f}]; loop {result['rate_hz']:.0f} Hz wake-up lateness p99 "
           f"{lat.get('p99_us', float('nan')):.1f} us, {result['loop']['missed_deadlines']} missed deadlines "
-          f"({result['loop']['realtime_note']}); {result['wall_s']:.0f} s -> {out}")
+          f"({result['loop']['realtime_note']}; {result['cpu_pinning']['note']}); {result['wall_s']:.0f} s -> {out}")
     age = result.get("obs_age_ms") or {}
     if age:
         print(f"observation age (capture -> policy input) p50 {age['p50']:.1f} ms, p99 {age['p99']:.1f} ms over "
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     d.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     d.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    d.add_argument("--no-pin-cpus", action="store_true",
+                   help="do not pin the loop to one CPU and the policy process and cameras to the others")
     d.add_argument("--backend", default="eager", choices=["eager", "onnxruntime", "compile"],
                    help="inference backend of the policy process (default: %(default)s; falls back to eager where missing)")
     d.add_argument("--out", help="JSON output path (default: <run>/deploy_<robot>_<episodes>.json)")

@@ -181,7 +181,7 @@ class PolicyStack:
         checkpoint: checkpoint or run directory.
         robot: robot name (``hardware/<robot>.yaml``) or a YAML path.
         stall_s, stall_calls: fault injection: the given chunk numbers (1-based) take ``stall_s`` longer.
-        use_ema, policy_threads, num_inference_steps, backend: see :func:`deploy`.
+        use_ema, policy_threads, num_inference_steps, backend, pin_cpus: see :func:`deploy`.
 
     Attributes:
         cfg, rcfg: the checkpoint's and the robot's configs.
@@ -192,6 +192,8 @@ class PolicyStack:
             its ``<name>_image`` keys); closed by :meth:`close`.
         simulated: whether the robot is a twin (task observation, seeded resets, success check).
         rate_hz, policy_hz, ticks_per_slot, slot_s: loop rate, policy rate, periods per policy step.
+        cpu_plan, cpu_plan_note: the CPUs planned for ``loop``, ``policy`` and ``cameras``
+            (:func:`robolearn.robots.affinity.plan_affinity`; ``{}`` when not pinning) and why.
 
     Raises:
         ConfigError: unknown robot or an invalid robot config (file and key named; checked before
@@ -209,7 +211,8 @@ class PolicyStack:
 
     def __init__(self, checkpoint: str | Path, robot: str = "sim", stall_s: float = 0.0,
                  stall_calls: tuple[int, ...] = (), use_ema: bool = True, policy_threads: int = 1,
-                 num_inference_steps: int | None = None, backend: str = "eager"):
+                 num_inference_steps: int | None = None, backend: str = "eager", pin_cpus: bool = True):
+        from robolearn.robots.affinity import plan_affinity
         from robolearn.train.checkpoint import read_checkpoint_config
 
         self.rcfg = rcfg = load_robot_config(robot)  # first: a bad robot config is named before any other work
@@ -251,7 +254,12 @@ class PolicyStack:
         self.adapter = adapter
         if stall_s > 0 and stall_calls:
             factory = StallingPolicy(factory, stall_s, tuple(stall_calls))
-        self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads)
+        if pin_cpus:
+            self.cpu_plan, self.cpu_plan_note = plan_affinity()
+        else:
+            self.cpu_plan, self.cpu_plan_note = {}, "not pinned (pinning turned off)"
+        self.runner = PolicyRunner(factory, mode="process", num_threads=policy_threads,
+                                   cpus=self.cpu_plan.get("policy"))
         self.scheduler = ActionScheduler(adapter.action_dim, mode="receding", interpolate=adapter.interpolate,
                                          quat_slice=adapter.quat_slice)
         self.cameras: dict = {}
@@ -268,9 +276,11 @@ class PolicyStack:
         self.source = PolicySource(self.runner, self.scheduler, adapter, obs_fn,
                                    int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps), self.slot_s)
         if self.camera_names:
+            from robolearn.robots.affinity import pinned
             from robolearn.teleop.cameras import make_cameras
 
-            self.cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb, names=self.camera_names)
+            with pinned(self.cpu_plan.get("cameras")) as self._camera_pinning:  # their threads inherit the CPUs
+                self.cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb, names=self.camera_names)
             self.source.cameras = self.cameras
         try:
             _check_frames(rcfg["_path"], self.cameras, cfg.task.get("image_size"))
@@ -296,6 +306,19 @@ class PolicyStack:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def pinning_summary(self, loop: LoopStats | None = None) -> dict:
+        """Which CPUs each part got: ``{"plan", "note", "loop": {"cpus", "note"}, "policy": {...},
+        "cameras": {name: [cpu, ...] or None}}``, read back from the OS (the policy worker reports
+        its own after pinning itself; camera threads are read through their native thread ids)."""
+        from robolearn.robots.affinity import thread_cpus
+
+        cams = {name: thread_cpus(getattr(cam, "_thread", None)) for name, cam in self.cameras.items()}
+        cam_note = getattr(self, "_camera_pinning", (False, "no cameras"))[1]
+        return {"plan": self.cpu_plan, "note": self.cpu_plan_note,
+                "loop": {"cpus": loop.cpus, "note": loop.cpus_note} if loop is not None else None,
+                "policy": {"cpus": self.runner.cpus, "note": self.runner.cpus_note},
+                "cameras": {"cpus": cams, "note": cam_note}}
+
     def new_safety(self) -> SafetyLayer:
         """A fresh safety layer anchored on the robot's current state (connected robot)."""
         return SafetyLayer(self.robot.limits, self.robot.capabilities, self.robot.read_state(),
@@ -305,7 +328,7 @@ class PolicyStack:
 def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_start: int | None = None,
            realtime: bool = True, stall_s: float = 0.0, stall_every: int = 0, use_ema: bool = True,
            policy_threads: int = 1, num_inference_steps: int | None = None,
-           progress: bool = True, backend: str = "eager") -> dict[str, Any]:
+           progress: bool = True, backend: str = "eager", pin_cpus: bool = True) -> dict[str, Any]:
     """Run ``episodes`` policy episodes on a robot through runner, scheduler, safety layer and loop.
 
     Args:
@@ -323,6 +346,9 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             allows, so both can be compared at the same setting).
         backend: the policy's inference backend, ``"eager"``, ``"onnxruntime"`` or ``"compile"``
             (:mod:`robolearn.policies.fast`; eager, with a warning, where the backend is missing).
+        pin_cpus: pin the loop to one CPU and the policy worker and cameras to the others, where
+            the OS permits and at least two CPUs are allowed (:mod:`robolearn.robots.affinity`);
+            otherwise everything runs unpinned and ``cpu_pinning`` says why.
 
     Returns:
         Success rate with its interval (like ``robolearn eval``), per-episode results (seed,
@@ -332,6 +358,9 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         the capture time of its oldest frame: ``p50``/``p99``/``max`` ms, ``chunks``, and per
         camera) and ``cameras`` (frames delivered and their mean rate). On a real arm (no success
         check) ``success_measured`` is false and every episode runs ``max_episode_steps``.
+        ``cpu_pinning``: the CPUs each part got (:meth:`PolicyStack.pinning_summary`). With a
+        stall injected, ``stalls``: the loop's misses inside stall windows and outside them, as
+        counts, seconds and rates (:func:`robolearn.robots.affinity.run_miss_rates`).
 
     Raises:
         ConfigError: unknown robot, a robot that cannot provide the policy's observations, or a
@@ -347,12 +376,13 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
     st = PolicyStack(checkpoint, robot, stall_s=stall_s,
                      stall_calls=tuple(range(stall_every, 100_000, stall_every)) if stall_every > 0 else (),
                      use_ema=use_ema, policy_threads=policy_threads, num_inference_steps=num_inference_steps,
-                     backend=backend)
+                     backend=backend, pin_cpus=pin_cpus)
     cfg, rcfg, rb, runner, scheduler, source = st.cfg, st.rcfg, st.robot, st.runner, st.scheduler, st.source
     task, rate_hz, policy_hz, ticks_per_slot, slot_s = st.task, st.rate_hz, st.policy_hz, st.ticks_per_slot, st.slot_s
     max_steps = int(cfg.task.max_episode_steps)
     seeds = held_out_seeds(cfg, episodes, seed_start)
     all_stats = LoopStats()
+    runs: list[LoopStats] = []
     results = []
     t_start = time.monotonic()
     bar = progress_bar(total=len(seeds), desc="deploy", disable=not progress, unit="ep")
@@ -378,20 +408,26 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
                 return episode["success"] or episode["steps"] >= max_steps
 
             session = ControlSession(rb, safety, source, ticks_per_slot, on_slot=on_slot)
-            loop = ControlLoop(rate_hz, session.step, realtime=realtime)
+            loop = ControlLoop(rate_hz, session.step, realtime=realtime, cpus=st.cpu_plan.get("loop"))
             stats = loop.run(duration_s=(max_steps + 2) * slot_s, stop_when=lambda: session.done,
                              on_start=getattr(rb, "sync", rb.read_state))
             _merge(all_stats, stats)
+            runs.append(stats)
             results.append({"seed": int(seed), "success": bool(episode["success"]), "length": episode["steps"],
                             "stale_dropped": scheduler.n_stale_dropped - dropped0, "dry": scheduler.n_dry - dry0,
                             "clamped": safety.n_clamped, "refused": safety.n_refused,
                             "faults": [f.kind.value for f in safety.faults], "lag_s": round(getattr(rb, "lag_s", 0.0), 4)})
             bar.update(1)
             bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}", refresh=False)
+        pinning = st.pinning_summary(runs[-1] if runs else None)
     finally:
         bar.close()
         st.close()
     out = summarize(results)
+    if stall_every > 0 and stall_s > 0:
+        from robolearn.robots.affinity import run_miss_rates, stall_windows
+
+        out["stalls"] = run_miss_rates(stall_windows(runner.chunk_log, stall_every), runs)
     lat = np.asarray(runner.latencies) * 1e3
     wall = time.monotonic() - t_start
     out.update({
@@ -407,6 +443,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         "policy_latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                               "max": float(lat.max())} if len(lat) else {},
         "stale_dropped": int(sum(r["stale_dropped"] for r in results)), "dry_periods": int(sum(r["dry"] for r in results)),
+        "cpu_pinning": pinning,
         "stall_s": stall_s, "stall_every": stall_every, "num_inference_steps": num_inference_steps, "backend": backend,
         "episodes": results,
     })
@@ -422,6 +459,9 @@ def _merge(into: LoopStats, s: LoopStats) -> None:
     for k, v in s.sections.items():
         into.sections.setdefault(k, []).extend(v)
     into.realtime, into.realtime_note = s.realtime, s.realtime_note
+    into.cpus, into.cpus_note = s.cpus, s.cpus_note
+    into.overrun_times += s.overrun_times
+    into.missed_times += s.missed_times
 
 
 def deploy_and_save(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, out: str | Path | None = None,

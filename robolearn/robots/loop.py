@@ -6,7 +6,9 @@ busy-waits to it (measured here: plain sleep wakes up to ~2 ms late at p99, slee
 SCHED_FIFO ~0.2 µs; see REFERENCE.md). A step that runs past the next deadline is an overrun: the
 missed deadlines are skipped, not replayed in a burst. With ``realtime=True`` the loop asks for
 SCHED_FIFO and freezes the garbage collector's current objects (``gc.freeze()``); where the OS
-refuses (no privileges, not Linux) it carries on without and says why in its stats.
+refuses (no privileges, not Linux) it carries on without and says why in its stats. With ``cpus``
+the loop's thread is pinned to those CPUs while it runs (:mod:`robolearn.robots.affinity`; same
+fallback, ``cpus_note``).
 
 Garbage collection: CPython collects whenever allocations cross a threshold, wherever that happens
 to be, and a young-generation pass measured here took up to 0.5 ms, a middle-generation pass up to
@@ -28,6 +30,8 @@ from typing import Callable
 
 import numpy as np
 
+from robolearn.robots.affinity import cpus_of, pinned
+
 
 @dataclass
 class LoopStats:
@@ -43,6 +47,11 @@ class LoopStats:
         realtime: whether SCHED_FIFO was obtained; ``realtime_note`` says why not.
         gc_runs: garbage collections the loop ran in slack time, per generation ``[gen0, gen1]``.
         gc_forced: collections run without enough slack (pending objects past the force limit).
+        t_begin, t_end: the first deadline and the time the run ended (monotonic s).
+        overrun_times: the deadline (monotonic s) of each step that overran.
+        missed_times: the deadline (monotonic s) of each missed deadline.
+        cpus: the CPUs the loop's thread ran on (``None``: unknown); ``cpus_note`` says whether
+            it was pinned, and why not.
     """
 
     steps: int = 0
@@ -55,6 +64,12 @@ class LoopStats:
     realtime_note: str = ""
     gc_runs: list = field(default_factory=lambda: [0, 0])
     gc_forced: int = 0
+    t_begin: float = float("nan")
+    t_end: float = float("nan")
+    overrun_times: list = field(default_factory=list)
+    missed_times: list = field(default_factory=list)
+    cpus: list | None = None
+    cpus_note: str = ""
 
     def summary(self) -> dict:
         """Percentiles in microseconds: lateness p50/p99/p99.9/max, step time p50/p99/max, per section."""
@@ -69,7 +84,8 @@ class LoopStats:
                 "lateness": pct(self.lateness), "step_time": pct(self.step_time),
                 "sections": {k: pct(v) for k, v in self.sections.items()},
                 "gc_runs": list(self.gc_runs), "gc_forced": self.gc_forced,
-                "realtime": self.realtime, "realtime_note": self.realtime_note}
+                "realtime": self.realtime, "realtime_note": self.realtime_note,
+                "cpus": self.cpus, "cpus_note": self.cpus_note}
 
 
 class ManualClock:
@@ -124,6 +140,8 @@ class ControlLoop:
         gc_force_factor: collect anyway once this many times the generation-0 threshold of
             objects are pending.
         clock, sleep: the monotonic clock and sleep function (injectable for tests).
+        cpus: pin the loop's thread to these CPUs while it runs (``None``: leave it as it is);
+            its previous CPUs are restored when :meth:`run` returns.
 
     Raises:
         ValueError: a rate outside 1 to 10,000 Hz, a negative ``spin_s`` or ``gc_slack_s``, or a
@@ -133,7 +151,7 @@ class ControlLoop:
     def __init__(self, rate_hz: float, step_fn: Callable[[int, float], dict | None], spin_s: float = 0.001,
                  realtime: bool = False, gc_in_slack: bool = True, gc_slack_s: float = 0.0008,
                  gc_force_factor: float = 20.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, cpus=None):
         if not 1 <= rate_hz <= 10_000:
             raise ValueError(f"rate_hz must be between 1 and 10000, got {rate_hz}")
         if spin_s < 0:
@@ -151,6 +169,7 @@ class ControlLoop:
         self.realtime = realtime
         self.clock = clock
         self.sleep = sleep
+        self.cpus = None if cpus is None else sorted(int(c) for c in cpus)
         self._stop = False
 
     def stop(self) -> None:
@@ -173,13 +192,16 @@ class ControlLoop:
         gc_was_enabled = gc.isenabled()
         if self.gc_in_slack:
             gc.disable()
-        try:
-            if on_start is not None:
-                on_start()
-            return self._run(stats, duration_s, max_steps, stop_when)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        with pinned(self.cpus) as (ok, note):
+            stats.cpus = cpus_of(0)
+            stats.cpus_note = note if self.cpus else "not pinned (no cpus given)"
+            try:
+                if on_start is not None:
+                    on_start()
+                return self._run(stats, duration_s, max_steps, stop_when)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
 
     def _collect_in_slack(self, stats: LoopStats, next_deadline: float) -> None:
         """One young-generation collection if enough objects are pending and, unless far too many
@@ -198,6 +220,7 @@ class ControlLoop:
 
     def _run(self, stats: LoopStats, duration_s, max_steps, stop_when) -> LoopStats:
         t0 = self.clock()
+        stats.t_begin = t0
         end = math.inf if duration_s is None else t0 + duration_s
         k = 0
         while not self._stop and (max_steps is None or stats.steps < max_steps):
@@ -222,10 +245,13 @@ class ControlLoop:
             next_k = k + 1
             if finish > t0 + next_k * self.period:  # overran the next deadline: skip, don't burst
                 stats.overruns += 1
+                stats.overrun_times.append(deadline)
                 caught_up = math.ceil((finish - t0) / self.period)
                 stats.missed_deadlines += caught_up - next_k
+                stats.missed_times.extend(t0 + j * self.period for j in range(next_k, caught_up))
                 next_k = caught_up
             k = next_k
             if self.gc_in_slack:
                 self._collect_in_slack(stats, t0 + k * self.period)
+        stats.t_end = self.clock()
         return stats

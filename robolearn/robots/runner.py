@@ -14,6 +14,7 @@ interval (5 ms). ``mode="thread"`` is there for policies cheap enough not to mat
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
 import traceback
@@ -44,8 +45,12 @@ class ChunkResult:
     request_id: int
 
 
-def _serve(conn, factory: PolicyFactory, num_threads: int | None) -> None:
-    """Worker body (process or thread): build the policy, then answer requests until told to stop."""
+def _serve(conn, factory: PolicyFactory, num_threads: int | None, cpus=None) -> None:
+    """Worker body (process or thread): pin itself to ``cpus`` (first, so the threads torch starts
+    inherit them), build the policy, then answer requests until told to stop."""
+    from robolearn.robots.affinity import cpus_of, pin
+
+    pinning = pin(cpus) if cpus else (False, "not pinned (no cpus given)")
     try:
         if num_threads:
             try:
@@ -56,7 +61,7 @@ def _serve(conn, factory: PolicyFactory, num_threads: int | None) -> None:
                 pass
         predict = factory()
         reset = getattr(predict, "reset", None)
-        conn.send(("ready", None))
+        conn.send(("ready", {"cpus": cpus_of(0), "cpus_note": pinning[1], "pid": os.getpid()}))
     except Exception:  # noqa: BLE001 - reported to the parent, which raises
         conn.send(("error", traceback.format_exc()))
         return
@@ -87,13 +92,22 @@ class PolicyRunner:
         mode: ``"process"`` (default) or ``"thread"``.
         num_threads: torch intra-op threads in the worker (1 leaves the other cores to the loop).
         startup_timeout_s: how long :meth:`start` waits for the policy to load.
+        cpus: pin the worker to these CPUs (:mod:`robolearn.robots.affinity`; it pins itself
+            before loading the policy; ``None``: leave it as it is).
+
+    Attributes:
+        latencies: s from each chunk's observation time to its receipt.
+        chunk_log: ``(t_start, t_done, t_received)`` of every chunk received, in order (monotonic s:
+            computation start and end in the worker, receipt by :meth:`poll` in this process).
+        cpus, cpus_note: after :meth:`start`, the CPUs the worker may run on and whether it was
+            pinned (and why not).
 
     Raises:
         ValueError: unknown mode.
     """
 
     def __init__(self, factory: PolicyFactory, mode: str = "process", num_threads: int | None = 1,
-                 startup_timeout_s: float = 300.0):
+                 startup_timeout_s: float = 300.0, cpus=None):
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread', got {mode!r}")
         self.factory = factory
@@ -107,6 +121,10 @@ class PolicyRunner:
         self.n_submitted = 0
         self.n_refused_busy = 0
         self.latencies: list[float] = []  # s from observation time to chunk received
+        self.chunk_log: list[tuple[float, float, float]] = []
+        self.pin_cpus = None if cpus is None else sorted(int(c) for c in cpus)
+        self.cpus: list[int] | None = None
+        self.cpus_note = ""
 
     def start(self) -> "PolicyRunner":
         """Start the worker and wait until the policy is loaded.
@@ -118,12 +136,12 @@ class PolicyRunner:
         if self.mode == "process":
             ctx = mp.get_context("forkserver")
             self._conn, child = ctx.Pipe()
-            self._worker = ctx.Process(target=_serve, args=(child, self.factory, self.num_threads), daemon=True,
-                                       name="robolearn-policy")
+            self._worker = ctx.Process(target=_serve, args=(child, self.factory, self.num_threads, self.pin_cpus),
+                                       daemon=True, name="robolearn-policy")
         else:
             self._conn, child = mp.Pipe()
-            self._worker = threading.Thread(target=_serve, args=(child, self.factory, None), daemon=True,
-                                            name="robolearn-policy")
+            self._worker = threading.Thread(target=_serve, args=(child, self.factory, None, self.pin_cpus),
+                                            daemon=True, name="robolearn-policy")
         self._worker.start()
         if not self._conn.poll(self.startup_timeout_s):
             self.close()
@@ -132,6 +150,7 @@ class PolicyRunner:
         if kind == "error":
             self.close()
             raise RuntimeError(f"policy failed to load:\n{payload}")
+        self.cpus, self.cpus_note = payload["cpus"], payload["cpus_note"]
         return self
 
     @property
@@ -167,7 +186,9 @@ class PolicyRunner:
         if kind == "error":
             raise RuntimeError(f"policy failed:\n{payload}")
         actions, t_obs, t_start, t_done, request_id = payload
-        self.latencies.append(time.monotonic() - t_obs)
+        now = time.monotonic()
+        self.latencies.append(now - t_obs)
+        self.chunk_log.append((t_start, t_done, now))
         return ChunkResult(actions, t_obs, t_start, t_done, request_id)
 
     def wait(self, timeout_s: float) -> ChunkResult | None:
