@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -206,8 +205,12 @@ def main() -> None:
         sys.exit(f"no checkpoint at {args.checkpoint}: run `make quickstart` first or pass --checkpoint")
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.exists() else {}
-    result["machine"] = {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
-                         "python": platform.python_version()}
+    # The file-level "machine" is the one the first full run was measured on; a section run now records
+    # its own (bench_policies' record, with the CPU model), so a partial rerun does not relabel the others.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_policies import machine_info
+
+    result.setdefault("machine", machine_info())
     sections = {
         "loop_fifo": lambda: policy_loop(args.checkpoint, args.seconds, realtime=True),
         "loop_no_fifo": lambda: policy_loop(args.checkpoint, args.seconds, realtime=False),
@@ -228,6 +231,7 @@ def main() -> None:
         t0 = time.monotonic()
         result[name] = fn()
         result[name]["wall_s"] = round(time.monotonic() - t0, 1)
+        result[name]["machine"] = machine_info()
         if args.note:
             result[name]["note"] = args.note
         print(name, json.dumps({k: v for k, v in result[name].items() if k not in ("sections", "episodes")}))

@@ -53,6 +53,11 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     # gym-pusht (the peers' PushT, robolearn/envs/gym_pusht.py), 200 scripted demos; ACT as on Can.
     "gym_pusht_act": (["task=gym_pusht", "policy=act_small", "train.batch_size=64", "train.lr=3e-4", "train.steps=6000",
                        "train.num_threads=1", "data.path=runs/gym_pusht/demos.zarr", "run_dir=runs/gym_pusht/act"], 200),
+    # robosuite NutAssemblySquare, >= 200 scripted demos (220 attempts), 8000 steps (Can's) with the long
+    # schedule's warm-up, compiled, one thread (the other core ran a helper session's work).
+    "square_diffusion": (["task=square", "policy=diffusion", "train=long", "train.steps=8000",
+                          "train.compile=true", "train.num_threads=1", "data.path=runs/square/demos.zarr",
+                          "run_dir=runs/square/diffusion"], 220),
 }
 
 #: name -> evaluate_checkpoint options (PushT's last millimetres need feedback: 2 actions per chunk)
