@@ -368,14 +368,16 @@ def block_hal(data: dict, machines: Machines) -> str:
          f"({plural(st['overruns_outside_stalls'], 'overrun')}, {st['missed_deadlines']} missed deadlines elsewhere, "
          f"from the loop's own work), {st['stale_dropped']} stale actions dropped and counted, fastest command "
          f"{st['max_command_speed_m_s']:.2f} m/s (limit {st['eef_speed_limit_m_s']:.2f} m/s)", m],
-        *[[f"the same on a shared machine (a training job on the other core), CPU pinning {label}, two 30 s runs",
+        *[[f"the same {where}, CPU pinning {label}, two 30 s runs",
            "missed deadlines per second inside / outside the stall windows: " + "; ".join(
                f"{r['misses_per_s_in_stalls']:.1f} / {r['misses_per_s_outside']:.1f}" for r in runs)
            + f" (bar: inside no higher than outside); policy latency p50 "
            + " / ".join(f"{r['policy_latency_ms']['p50']:.0f}" for r in runs) + " ms",
            f"{machines.label(runs[0]['machine'])} · hal.json"]
-          for label, keys in (("on (loop on its own CPU)", ("stall_shared_pinned", "stall_shared_pinned_repeat")),
-                              ("off", ("stall_shared_no_pin", "stall_shared_no_pin_repeat")))
+          for where, kind in (("on a quiet machine", "quiet"), ("on a shared machine (a training job on the other core)",
+                                                                 "shared"))
+          for label, keys in (("on (loop on its own CPU)", (f"stall_{kind}_pinned", f"stall_{kind}_pinned_repeat")),
+                              ("off", (f"stall_{kind}_no_pin", f"stall_{kind}_no_pin_repeat")))
           for runs in [[hal[k] for k in keys if k in hal]] if runs],
         ["the same, repeated on this VM over a day (same code and settings)",
          f"{', '.join(map(str, rp['overruns'][:-1]))} and {rp['overruns'][-1]} overruns per "
