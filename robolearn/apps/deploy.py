@@ -460,8 +460,6 @@ def _merge(into: LoopStats, s: LoopStats) -> None:
         into.sections.setdefault(k, []).extend(v)
     into.realtime, into.realtime_note = s.realtime, s.realtime_note
     into.cpus, into.cpus_note = s.cpus, s.cpus_note
-    into.overrun_times += s.overrun_times
-    into.missed_times += s.missed_times
 
 
 def deploy_and_save(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, out: str | Path | None = None,

@@ -121,6 +121,11 @@ def pinned(cpus: Sequence[int] | None) -> Iterator[tuple[bool, str]]:
             pin(before)
 
 
+def _rate(n: int, seconds: float) -> float | None:
+    """``n`` events over ``seconds`` (per s), ``None`` where no time passed."""
+    return n / seconds if seconds > 0 else None
+
+
 def _union_length(windows: Sequence[tuple[float, float]], t0: float, t1: float) -> float:
     """Total length (s) of the union of ``windows`` clipped to ``[t0, t1]``."""
     total, end = 0.0, -float("inf")
@@ -168,17 +173,14 @@ def miss_rates(windows: Sequence[tuple[float, float]], miss_times: Sequence[floa
         n_in = sum(any(a <= t <= b for a, b in windows) for t in times)
         return n_in, len(times) - n_in
 
-    def rate(n, s):
-        return n / s if s > 0 else None
-
     m_in, m_out = split(miss_times)
     out = {"seconds_in_stalls": inside_s, "seconds_outside": outside_s,
            "missed_in_stalls": m_in, "missed_outside": m_out,
-           "misses_per_s_in_stalls": rate(m_in, inside_s), "misses_per_s_outside": rate(m_out, outside_s)}
+           "misses_per_s_in_stalls": _rate(m_in, inside_s), "misses_per_s_outside": _rate(m_out, outside_s)}
     if overrun_times is not None:
         o_in, o_out = split(overrun_times)
         out.update({"overruns_in_stalls": o_in, "overruns_outside": o_out,
-                    "overruns_per_s_in_stalls": rate(o_in, inside_s), "overruns_per_s_outside": rate(o_out, outside_s)})
+                    "overruns_per_s_in_stalls": _rate(o_in, inside_s), "overruns_per_s_outside": _rate(o_out, outside_s)})
     return out
 
 
@@ -220,14 +222,11 @@ def run_miss_rates(windows: Sequence[tuple[float, float]], runs: Sequence) -> di
         for k in keys:
             total[k] += part[k]
 
-    def rate(n, s):
-        return n / s if s > 0 else None
-
     total.update({
         "stall_windows": sum(any(a <= r.t_end and b >= r.t_begin for r in runs) for a, b in windows),
-        "misses_per_s_in_stalls": rate(total["missed_in_stalls"], total["seconds_in_stalls"]),
-        "misses_per_s_outside": rate(total["missed_outside"], total["seconds_outside"]),
-        "overruns_per_s_in_stalls": rate(total["overruns_in_stalls"], total["seconds_in_stalls"]),
-        "overruns_per_s_outside": rate(total["overruns_outside"], total["seconds_outside"]),
+        "misses_per_s_in_stalls": _rate(total["missed_in_stalls"], total["seconds_in_stalls"]),
+        "misses_per_s_outside": _rate(total["missed_outside"], total["seconds_outside"]),
+        "overruns_per_s_in_stalls": _rate(total["overruns_in_stalls"], total["seconds_in_stalls"]),
+        "overruns_per_s_outside": _rate(total["overruns_outside"], total["seconds_outside"]),
     })
     return total
