@@ -283,8 +283,8 @@ def test_resume_repeats_the_next_update_exactly(tiny_base, tmp_path):
     assert [r["policy_loss"] for r in rows_a] == [r["policy_loss"] for r in rows_b]
 
 
-def test_eval_accepts_the_combined_checkpoint_and_deploy_refuses_it(tiny_base, tmp_path):
-    from robolearn.apps.deploy import PolicyStack
+def test_eval_and_deploy_accept_the_combined_checkpoint(tiny_base, tmp_path):
+    from robolearn.apps.deploy import CheckpointPolicy, PolicyStack
     from robolearn.apps.rl import residual_rl
     from robolearn.eval.rollout import evaluate_checkpoint
     from robolearn.utils.errors import ConfigError
@@ -296,7 +296,9 @@ def test_eval_accepts_the_combined_checkpoint_and_deploy_refuses_it(tiny_base, t
     assert (tmp_path / "rl" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     res = evaluate_checkpoint(tmp_path / "rl", 1, n_envs=1, progress=False)
     assert res["n_episodes"] == 1 and res["seeds"] == [100000, 100000]
-    with pytest.raises(ConfigError, match="residual-RL policy acts on every step"):
+    assert CheckpointPolicy(out["checkpoint"]).check()  # a per-step policy: deploy serves it step by step
+    # (tests/test_rl_deploy.py deploys one on the Lift twin); the only twin, sim, simulates Lift, not insertion
+    with pytest.raises(ConfigError, match="twin simulates task 'lift' but the policy was trained on 'insertion'"):
         PolicyStack(out["checkpoint"], robot="sim")
 
 

@@ -13,6 +13,14 @@ Image policies see the cameras of the robot config that their ``<camera>_image``
 (:mod:`robolearn.robots.cameras`): on the twin rendered beside the loop from its state, the eval
 environment's frames; on a real arm OpenCV cameras. Each observation takes the newest frame of
 each, and the observation's age (capture to policy input) is reported per chunk.
+
+A combined residual-RL checkpoint (policy type ``residual``, from ``robolearn rl``) deploys like any
+other: the policy source submits every policy step's observation (not only when a chunk runs low),
+and the worker serves it through :class:`robolearn.rl.stepper.ResidualStepper`, which keeps the
+frozen base's open-loop chunk between calls and answers each observation with the base's remaining
+actions, each corrected by the residual's deterministic mean: the same action ``robolearn eval``
+takes at that step, in a chunk the scheduler handles as any other. ``--ddim-steps`` and
+``--backend`` then apply to the base.
 """
 
 from __future__ import annotations
@@ -100,6 +108,12 @@ def _check_control_mode(where: str, robot, adapter, task: str) -> None:
                           f"has {robot.limits.n_joints}")
 
 
+def _chunked_model(policy):
+    """The model that predicts ``policy``'s action chunks, which ``num_inference_steps`` and the
+    backend apply to: a per-step (residual-RL) policy's frozen ``base``, else the policy itself."""
+    return policy.base if getattr(policy, "per_step", False) else policy
+
+
 class CheckpointPolicy:
     """Policy factory for the runner: loads a checkpoint in the worker process.
 
@@ -110,6 +124,10 @@ class CheckpointPolicy:
     steps after its latency (ACT's temporal ensembling, a per-step query, is not applied). The model is run once at load on
     an all-zero observation of the policy's shapes (a warm-up: its output is discarded), so the
     first real call is not slower than the rest.
+
+    A per-step policy (a residual-RL policy: ``per_step`` true) is served by a
+    :class:`robolearn.rl.stepper.ResidualStepper` instead (``predict(obs, t_obs)``, its step
+    period the checkpoint task's ``control_freq``), whose base takes the inference steps and backend.
 
     Args:
         path: checkpoint or run directory.
@@ -134,8 +152,16 @@ class CheckpointPolicy:
         from robolearn.policies.fast import accelerate
         from robolearn.train.checkpoint import load_policy
 
-        policy, _ = load_policy(self.path, use_ema=self.use_ema)
-        set_inference_steps(policy, self.num_inference_steps)
+        policy, cfg = load_policy(self.path, use_ema=self.use_ema)
+        chunked = _chunked_model(policy)
+        set_inference_steps(chunked, self.num_inference_steps)
+        if chunked is not policy:
+            from robolearn.rl.stepper import ResidualStepper, warm_up
+
+            base = accelerate(chunked, self.backend, threads=torch.get_num_threads())
+            stepper = ResidualStepper(policy, 1.0 / float(cfg.task.control_freq), base=base)
+            warm_up(stepper)
+            return stepper
         policy = accelerate(policy, self.backend, threads=torch.get_num_threads())
 
         from robolearn.policies.vision import is_image_shape
@@ -152,11 +178,15 @@ class CheckpointPolicy:
         predict(dummy)
         return predict
 
-    def check(self) -> None:
+    def check(self) -> bool:
         """Load the checkpoint once in this process and drop it, so that a bad ``policy.json``,
         weights that do not load or fit, or a ``num_inference_steps`` or backend the policy cannot
         take end in their own one-line error before the policy process starts (a load failure there
         arrives as the worker's traceback).
+
+        Returns:
+            Whether the policy acts per step (a residual-RL policy: its source must submit every
+            step's observation, ``PolicySource(per_step=True)``).
 
         Raises:
             CheckpointError: see :func:`robolearn.train.checkpoint.load_policy`.
@@ -169,8 +199,10 @@ class CheckpointPolicy:
 
         check_backend(self.backend)
         policy = load_policy(self.path, use_ema=self.use_ema)[0]
-        set_inference_steps(policy, self.num_inference_steps)
-        check_backend(self.backend, policy)
+        chunked = _chunked_model(policy)
+        set_inference_steps(chunked, self.num_inference_steps)
+        check_backend(self.backend, chunked)
+        return chunked is not policy
 
 
 class PolicyStack:
@@ -191,6 +223,8 @@ class PolicyStack:
         cameras: ``{name: FrameSource}``, started, the ones the policy sees (``camera_names``, from
             its ``<name>_image`` keys); closed by :meth:`close`.
         simulated: whether the robot is a twin (task observation, seeded resets, success check).
+        per_step: whether the policy acts on every step's observation (a residual-RL policy, served
+            by :class:`robolearn.rl.stepper.ResidualStepper`; the source submits every step).
         rate_hz, policy_hz, ticks_per_slot, slot_s: loop rate, policy rate, periods per policy step.
         cpu_plan, cpu_plan_note: the CPUs planned for ``loop``, ``policy`` and ``cameras``
             (:func:`robolearn.robots.affinity.plan_affinity`; ``{}`` when not pinning) and why.
@@ -222,10 +256,6 @@ class PolicyStack:
         images = [str(k) for k in cfg.task.obs_keys if str(k).endswith("_image")]
         self.camera_names = [k[: -len("_image")] for k in images]
         _check_policy_cameras(rcfg, self.camera_names, cfg.task.get("image_size"))
-        if "rl" in cfg:
-            raise ConfigError(f"{checkpoint}: a residual-RL policy acts on every step's observation, but the HAL's "
-                              "policy runner serves action chunks; deploy its base checkpoint instead (deploying "
-                              "residual policies is not supported yet)")
         if rcfg.get("task", env) != env:
             raise ConfigError(f"{rcfg['_path']}: the twin simulates task {rcfg.get('task')!r} but the policy "
                               f"was trained on {task!r}")
@@ -242,7 +272,7 @@ class PolicyStack:
         self.slot_s = 1.0 / self.policy_hz
         factory = CheckpointPolicy(checkpoint, use_ema=use_ema, num_inference_steps=num_inference_steps,
                                    backend=backend)
-        factory.check()
+        self.per_step = bool(factory.check())
         self.robot = rb = make_robot(rcfg)
         self.simulated = isinstance(rb, SimulatedRobot)
         state_keys = [str(k) for k in cfg.task.obs_keys if not str(k).endswith("_image")]
@@ -274,7 +304,8 @@ class PolicyStack:
             return {k: obs[k] for k in state_keys}
 
         self.source = PolicySource(self.runner, self.scheduler, adapter, obs_fn,
-                                   int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps), self.slot_s)
+                                   int(cfg.policy.n_obs_steps), int(cfg.policy.n_action_steps), self.slot_s,
+                                   per_step=self.per_step)
         if self.camera_names:
             from robolearn.robots.affinity import pinned
             from robolearn.teleop.cameras import make_cameras

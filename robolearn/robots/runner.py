@@ -24,6 +24,10 @@ from typing import Any, Callable
 import numpy as np
 
 #: ``factory() -> predict``; ``predict(obs) -> (T, action_dim)`` with ``obs = {key: (n_obs_steps, *shape)}``.
+#: A ``predict`` whose attribute ``takes_obs_time`` is true is called ``predict(obs, t_obs)`` instead,
+#: ``t_obs`` the observation's monotonic time (s): a policy that keeps state across calls (a
+#: residual-RL policy's open-loop base chunk, :mod:`robolearn.rl.stepper`) places each observation
+#: in time with it, so a request refused while the worker was busy does not shift its steps.
 PolicyFactory = Callable[[], Callable[[dict[str, np.ndarray]], np.ndarray]]
 
 
@@ -61,6 +65,7 @@ def _serve(conn, factory: PolicyFactory, num_threads: int | None, cpus=None) -> 
                 pass
         predict = factory()
         reset = getattr(predict, "reset", None)
+        timed = bool(getattr(predict, "takes_obs_time", False))
         conn.send(("ready", {"cpus": cpus_of(0), "cpus_note": pinning[1], "pid": os.getpid()}))
     except Exception:  # noqa: BLE001 - reported to the parent, which raises
         conn.send(("error", traceback.format_exc()))
@@ -76,7 +81,7 @@ def _serve(conn, factory: PolicyFactory, num_threads: int | None, cpus=None) -> 
         request_id, obs, t_obs = msg
         t_start = time.monotonic()
         try:
-            actions = np.asarray(predict(obs), dtype=np.float64)
+            actions = np.asarray(predict(obs, t_obs) if timed else predict(obs), dtype=np.float64)
         except Exception:  # noqa: BLE001
             conn.send(("error", traceback.format_exc()))
             continue
@@ -88,7 +93,8 @@ class PolicyRunner:
 
     Args:
         factory: picklable callable returning ``predict`` (see :data:`PolicyFactory`); ``predict``
-            may have a ``reset()`` method, called by :meth:`reset`.
+            may have a ``reset()`` method, called by :meth:`reset`, and a true ``takes_obs_time``
+            attribute, to be called ``predict(obs, t_obs)``.
         mode: ``"process"`` (default) or ``"thread"``.
         num_threads: torch intra-op threads in the worker (1 leaves the other cores to the loop).
         startup_timeout_s: how long :meth:`start` waits for the policy to load.
@@ -244,11 +250,12 @@ class StallingPolicy:
         calls = [0]
         stall_s, stall_calls = self.stall_s, self.stall_calls
 
-        def stalled(obs):
+        def stalled(obs, *t_obs):
             calls[0] += 1
             if calls[0] in stall_calls:
                 time.sleep(stall_s)
-            return predict(obs)
+            return predict(obs, *t_obs)
 
         stalled.reset = getattr(predict, "reset", lambda: None)
+        stalled.takes_obs_time = bool(getattr(predict, "takes_obs_time", False))
         return stalled

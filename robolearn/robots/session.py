@@ -120,6 +120,13 @@ class PolicySource:
     first ``n_action_steps`` — so a chunk's actions are executed open loop for about as many steps
     as in ``robolearn eval``, and the next chunk arrives before the current one runs out.
 
+    A *per-step* policy (``per_step=True``; a residual-RL policy, which corrects every action with
+    that step's observation: :mod:`robolearn.rl.stepper`) is sent the observation of every slot
+    instead, whenever the runner is idle (a slot whose observation finds it busy is skipped, never
+    waited for). Its answers keep the chunk protocol: action ``i`` of each is meant for the
+    observation's slot plus ``i``, so the scheduler places, drops and holds them exactly as a
+    chunked policy's, and the loop runs the newest answer's tail while the next one is computed.
+
     Cameras: each observation adds ``<name>_image``, the newest frame of each camera
     (:class:`~robolearn.robots.cameras.FrameSource`, ``uint8 (H, W, 3)``), taken without waiting.
     The observation's age, per chunk and camera, is the policy's start on that observation
@@ -135,6 +142,8 @@ class PolicySource:
         n_obs_steps, n_action_steps: the policy's history length and executed chunk length.
         slot_s: policy period (s), e.g. 0.05 at 20 Hz.
         cameras: ``{name: FrameSource}`` whose frames join the observation as ``<name>_image``.
+        per_step: request an answer from every slot's observation (see above), not only when the
+            newest chunk runs low.
 
     Attributes:
         obs_ages: one ``{camera: s}`` per chunk received (capture → policy input), over every
@@ -146,8 +155,10 @@ class PolicySource:
     """
 
     def __init__(self, runner: PolicyRunner, scheduler: ActionScheduler, adapter: ActionAdapter, obs_fn: Callable[[], dict],
-                 n_obs_steps: int, n_action_steps: int, slot_s: float, cameras: Mapping[str, Any] | None = None):
+                 n_obs_steps: int, n_action_steps: int, slot_s: float, cameras: Mapping[str, Any] | None = None,
+                 per_step: bool = False):
         self.commands = ChunkCommands(scheduler, adapter)
+        self.per_step = bool(per_step)
         self.runner, self.scheduler, self.adapter, self.obs_fn = runner, scheduler, adapter, obs_fn
         self.n_obs_steps, self.n_action_steps, self.slot_s = n_obs_steps, n_action_steps, slot_s
         self.cameras = dict(cameras or {})
@@ -186,7 +197,7 @@ class PolicySource:
             self.history.append(obs)
         if not self.runner.busy:
             used = -1 if self._chunk_t_obs is None else round((t_slot - self._chunk_t_obs) / self.slot_s)
-            if self._chunk_t_obs is None or used >= self.n_action_steps - 1 - self._latency_slots():
+            if self.per_step or self._chunk_t_obs is None or used >= self.n_action_steps - 1 - self._latency_slots():
                 stacked = {key: np.stack([h[key] for h in self.history]) for key in obs}
                 request = self.runner.submit(stacked, t_slot)
                 if request is not None and captured:
