@@ -223,6 +223,10 @@ def test_seed_counter_and_seed_sets_are_disjoint():
     assert [c.take(), c.take()] == [7, 8]
     with pytest.raises(ValueError, match="used up"):
         c.take()
+    groups = [SeedCounter(20 + g, 40, step=3) for g in range(3)]  # parallel groups: interleaved, never shared
+    drawn = [[c.take() for _ in range(6)] for c in groups]
+    assert drawn[1] == [21, 24, 27, 30, 33, 36]
+    assert len(set(sum(drawn, []))) == 18 and set(sum(drawn, [])) == set(range(20, 38))
     cfg = OmegaConf.create({"data": {"path": "/nonexistent.zarr"}, "eval": {"seed_start": 100000},
                             "rl": {"seed_start": 10_000_000, "final_eval_episodes": 50, "eval_seed_start": 5_000_000,
                                    "eval_episodes": 32}})

@@ -68,30 +68,35 @@ class Rollout:
 
 
 class SeedCounter:
-    """Hands out episode seeds ``start, start + 1, ...``, never one of ``exclude`` (checked).
+    """Hands out episode seeds ``start, start + step, start + 2 * step, ...`` below ``stop``, never one
+    of ``exclude`` (checked). Parallel collection groups take interleaved seeds of one range (group
+    ``g`` of ``G``: ``start + g``, step ``G``), so no two groups ever draw the same seed.
 
     Args:
         start: the first seed.
         stop: one past the last seed allowed (the range is reserved for this use).
         exclude: seeds that must never be drawn (demonstration and evaluation seeds).
+        step: distance between consecutive seeds (>= 1).
 
     Raises:
         ValueError: the range ``[start, stop)`` meets ``exclude`` (at construction), or is used up.
     """
 
-    def __init__(self, start: int, stop: int, exclude: Sequence[int] | set = ()):
+    def __init__(self, start: int, stop: int, exclude: Sequence[int] | set = (), step: int = 1):
         bad = sorted(s for s in set(exclude) if start <= s < stop)
         if bad:
             raise ValueError(f"RL seed range [{start}, {stop}) overlaps reserved seeds (demos or evaluation), "
                              f"e.g. {bad[:5]}")
-        self.start, self.stop, self.next = int(start), int(stop), int(start)
+        if step < 1:
+            raise ValueError(f"seed step must be >= 1, got {step}")
+        self.start, self.stop, self.next, self.step = int(start), int(stop), int(start), int(step)
 
     def take(self) -> int:
         """The next seed."""
         if self.next >= self.stop:
             raise ValueError(f"RL seed range [{self.start}, {self.stop}) is used up")
         s = self.next
-        self.next += 1
+        self.next += self.step
         return s
 
 
@@ -234,3 +239,51 @@ def collect_rollout(policy, venv, obs_keys: Sequence[str], n_steps: int, seeds: 
     for (t, i), v in final_value.items():
         buf["next_values"][t, i] = v
     return Rollout(**buf, episodes=episodes, timings=timings, base_queries=actor.base.n_queries)
+
+
+def collect_parallel(policy, venvs: Sequence, obs_keys: Sequence[str], n_steps: int, seeds: Sequence[SeedCounter],
+                     generator: torch.Generator, reward_fn: Callable | None = None,
+                     align_chunks: bool = True) -> Rollout:
+    """:func:`collect_rollout` in several groups of environments at once, one thread per group, merged
+    into one :class:`Rollout` (environments of group 0 first).
+
+    The threads overlap one group's base forward (torch runs its kernels without holding Python's
+    GIL) with another group's environment stepping, so two groups keep two cores busy where one
+    group leaves one core idle while the other works. Each group draws from its own generator,
+    seeded from ``generator`` in group order before any thread starts, and from its own seed
+    counter, so the merged rollout does not depend on how the threads interleave: a resumed run
+    repeats the next update exactly. The frozen base and the residual are only read (the base's
+    DDIM scheduler is reset to the same step count by every query, and its ``step`` keeps no state
+    between calls).
+
+    Args:
+        venvs: one vector env per group (:func:`make_vector_env`).
+        seeds: one :class:`SeedCounter` per group, over disjoint seeds (interleaved with ``step``).
+        generator: seeds the groups' generators (advanced by one draw per group).
+        policy, obs_keys, n_steps, reward_fn, align_chunks: as :func:`collect_rollout`.
+
+    Returns:
+        The merged rollout: tensors ``(T, sum of N_g, ...)``; episodes, timings (summed over the
+        groups: thread time, which may exceed wall time) and base queries of all groups.
+
+    Raises:
+        ValueError: ``venvs`` and ``seeds`` of different lengths, or none.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(venvs) != len(seeds) or not venvs:
+        raise ValueError(f"one seed counter per vector env: got {len(venvs)} vector envs and {len(seeds)} counters")
+    gens = [torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            for _ in venvs]
+    if len(venvs) == 1:
+        parts = [collect_rollout(policy, venvs[0], obs_keys, n_steps, seeds[0], gens[0], reward_fn, align_chunks)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(venvs), thread_name_prefix="rl-collect") as pool:
+            futures = [pool.submit(collect_rollout, policy, v, obs_keys, n_steps, s, g, reward_fn, align_chunks)
+                       for v, s, g in zip(venvs, seeds, gens)]
+            parts = [f.result() for f in futures]
+    tensors = {f: torch.cat([getattr(p, f) for p in parts], dim=1)
+               for f in ("input", "residual", "valid", "log_prob", "values", "next_values", "rewards", "dones")}
+    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in parts[0].timings}
+    return Rollout(**tensors, episodes=[e for p in parts for e in p.episodes], timings=timings,
+                   base_queries=sum(p.base_queries for p in parts))

@@ -122,7 +122,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
 
     from robolearn.envs import make_env
     from robolearn.eval.rollout import rollout, summarize
-    from robolearn.rl.collect import SeedCounter, collect_rollout, make_vector_env
+    from robolearn.rl.collect import SeedCounter, collect_parallel, make_vector_env
     from robolearn.rl.ppo import PPOConfig, compute_gae, ppo_update
     from robolearn.rl.rewards import make_reward_fn
     from robolearn.train.checkpoint import has_checkpoint, load_policy, load_train_state, read_policy_type
@@ -164,21 +164,24 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     policy.eval()
     actor_opt, critic_opt = _optimizers(policy, ppo)
     gen = torch.Generator().manual_seed(int(rl.seed))
-    seeds = SeedCounter(int(rl.seed_start), int(rl.seed_start) + SEED_RANGE, exclude=reserved)
+    groups = _groups(int(rl.n_envs), int(rl.collect_threads))
+    seeds = [SeedCounter(int(rl.seed_start) + g, int(rl.seed_start) + SEED_RANGE, exclude=reserved, step=len(groups))
+             for g in range(len(groups))]
     history: list[dict] = []
     it, env_steps, wall_s = 0, 0, 0.0
     if state is not None:
         actor_opt.load_state_dict(state["actor_opt"])
         critic_opt.load_state_dict(state["critic_opt"])
         gen.set_state(state["generator"])
-        seeds.next = int(state["seed_next"])
+        for counter, nxt in zip(seeds, state["seed_next"]):
+            counter.next = int(nxt)
         history = list(state["history"])
         it, env_steps, wall_s = int(state["iteration"]), int(state["env_steps"]), float(state["wall_s"])
     saved_it = it  # the iteration the checkpoint holds
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     writer = SummaryWriter(str(run_dir / "tensorboard"))
-    venv = make_vector_env(cfg.task, int(rl.n_envs), str(rl.vector_env))
+    venvs = [make_vector_env(cfg.task, n, str(rl.vector_env)) for n in groups]
     obs_keys = list(cfg.task.obs_keys)
     total = int(rl.total_env_steps)
     steps_per_iter = int(rl.n_envs) * int(rl.steps_per_rollout)
@@ -190,8 +193,8 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
             if rl.max_wall_s is not None and wall_s >= float(rl.max_wall_s):
                 break
             t0 = time.monotonic()
-            ro = collect_rollout(policy, venv, obs_keys, int(rl.steps_per_rollout), seeds, gen, reward_fn=reward_fn,
-                                 align_chunks=bool(rl.align_chunks))
+            ro = collect_parallel(policy, venvs, obs_keys, int(rl.steps_per_rollout), seeds, gen, reward_fn=reward_fn,
+                                  align_chunks=bool(rl.align_chunks))
             t_collect = time.monotonic() - t0
             adv, ret = compute_gae(ro.rewards, ro.values, ro.next_values, ro.dones, ppo.gamma, ppo.gae_lambda)
             flat = ro.flat(adv, ret)  # steps of environments waiting for a chunk boundary are left out
@@ -235,7 +238,8 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
                 saved_it = it
     finally:
         bar.close()
-        venv.close()
+        for venv in venvs:
+            venv.close()
         writer.close()
     if saved_it != it:  # stopped by the wall-clock budget between checkpoints
         _save(ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s)
@@ -246,9 +250,16 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     return ckpt_dir
 
 
+def _groups(n_envs: int, threads: int) -> list[int]:
+    """Environments per collection group: ``n_envs`` split as evenly as possible over
+    ``min(threads, n_envs)`` groups (the first groups get the extra ones)."""
+    g = max(1, min(int(threads), int(n_envs)))
+    return [n_envs // g + (1 if i < n_envs % g else 0) for i in range(g)]
+
+
 def _save(ckpt_dir, policy, cfg, actor_opt, critic_opt, gen, seeds, history, it, env_steps, wall_s):
     from robolearn.train.checkpoint import save_checkpoint
 
     state = {"actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(), "generator": gen.get_state(),
-             "seed_next": seeds.next, "history": history, "iteration": it, "env_steps": env_steps, "wall_s": wall_s}
+             "seed_next": [c.next for c in seeds], "history": history, "iteration": it, "env_steps": env_steps, "wall_s": wall_s}
     save_checkpoint(ckpt_dir, policy, cfg, "residual", train_state=state)

@@ -410,6 +410,7 @@ class RLConfig:
 
     n_envs: int = _pos_int(16)                         # parallel environments
     vector_env: str = setting("sync", choices=("sync", "async"))  # sync: all in this process; async: one process per env
+    collect_threads: int = _pos_int(2)                 # groups of envs collected at once, one thread each (overlaps one group's base forward with another's env steps)
     steps_per_rollout: int = _pos_int(200)             # steps per env per PPO iteration
     total_env_steps: int = _pos_int(2000000)           # stop after this many env steps (all sessions)
     max_wall_s: Optional[float] = setting(None, gt=0)  # or after this many seconds of RL wall time (all sessions)
