@@ -110,6 +110,38 @@ def test_zero_initialized_residual_gives_the_base_action_bit_for_bit(tmp_path):
     assert torch.count_nonzero(actor.last["residual"]) == 0
 
 
+def test_zero_base_noise_makes_the_base_chunk_a_function_of_the_observation():
+    """rl.base_noise=zero: the base starts DDIM from x_T = 0, so different generators give the same
+    chunk, equal to the base sampled from zeros; the default (random) still depends on the draw, and
+    the exported graph's noise input follows the same setting."""
+    from robolearn.policies.diffusion.policy import DiffusionPolicy
+    from robolearn.policies.export import draw_noise
+    from robolearn.rl.residual import ResidualPolicy
+
+    torch.manual_seed(0)
+    shapes = {"pos": (3,)}
+    stats = {"pos": {"min": -np.ones(3), "max": np.ones(3)}, "action": {"min": -np.ones(2), "max": np.ones(2)}}
+    base = DiffusionPolicy(obs_shapes=shapes, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4,
+                           down_dims=(16, 32), n_groups=4, step_embed_dim=16, num_inference_steps=3, stats=stats).eval()
+    obs = {"pos": torch.randn(5, 2, 3)}
+    kw = dict(base_inference_steps=None)
+    zero = ResidualPolicy("diffusion", base.get_config(), [-1.0] * 2, [1.0] * 2, base_noise="zero", **kw).eval()
+    rand = ResidualPolicy("diffusion", base.get_config(), [-1.0] * 2, [1.0] * 2, **kw).eval()
+    for p in (zero, rand):
+        p.base.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        a1 = zero.base.predict_action(obs, generator=torch.Generator().manual_seed(1))
+        a2 = zero.base.predict_action(obs, generator=torch.Generator().manual_seed(2))
+        r1 = rand.base.predict_action(obs, generator=torch.Generator().manual_seed(1))
+        r2 = rand.base.predict_action(obs, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a1, a2) and not torch.equal(r1, r2)
+    assert zero.get_config()["base_noise"] == "zero" and not base.zero_initial_noise
+    assert torch.count_nonzero(draw_noise(zero.base, 5, torch.Generator().manual_seed(1))) == 0
+    assert torch.count_nonzero(draw_noise(rand.base, 5, torch.Generator().manual_seed(1))) > 0
+    with pytest.raises(ValueError, match="base_noise"):
+        ResidualPolicy("diffusion", base.get_config(), [-1.0] * 2, [1.0] * 2, base_noise="gaussian", **kw)
+
+
 def test_image_base_is_refused_with_the_key_named():
     from robolearn.policies.diffusion.policy import DiffusionPolicy
     from robolearn.rl.residual import ResidualPolicy
@@ -161,10 +193,19 @@ def test_target_kl_stops_the_epochs_early():
     batch = {"input": torch.randn(64, 3), "residual": torch.randn(64, 2), "log_prob": torch.full((64,), -5.0),
              "advantages": torch.randn(64), "returns": torch.randn(64)}
     opts = [torch.optim.Adam(model.actor.parameters(), 1e-2), torch.optim.Adam(model.critic.parameters(), 1e-2)]
+    before = [p.detach().clone() for p in model.actor.parameters()]
     out = ppo_update(model, *opts, batch, PPOConfig(update_epochs=10, target_kl=0.01), torch.Generator().manual_seed(0))
-    assert out["epochs"] == 1  # old log-probs far from the current ones: KL above target after the first epoch
+    # old log-probs far from the current ones: the first minibatch's KL is above the target, so nothing is applied
+    assert out["epochs"] == 1 and out["updates"] == 0 and out["approx_kl"] > 0.015
+    assert all(torch.equal(a, b) for a, b in zip(before, model.actor.parameters()))
     out = ppo_update(model, *opts, batch, PPOConfig(update_epochs=3, target_kl=None), torch.Generator().manual_seed(0))
-    assert out["epochs"] == 3
+    assert out["epochs"] == 3 and out["updates"] == 3 * 4
+    # consistent log-probs: KL starts at 0 and the update runs until the policy has moved past 1.5 x target
+    with torch.no_grad():
+        batch["log_prob"] = model.distribution(batch["input"]).log_prob(batch["residual"]).sum(-1)
+    out = ppo_update(model, *opts, batch, PPOConfig(update_epochs=50, target_kl=0.02, n_minibatches=1),
+                     torch.Generator().manual_seed(0))
+    assert 0 < out["updates"] < 50 and out["epochs"] == out["updates"] + 1
 
 
 # ------------------------------------------------------------------ learning and seeds

@@ -84,19 +84,19 @@ def residual_rl(base_dir: str | Path, overrides: Sequence[str] = (), run_dir: st
     comparison = None
     if final_eval:
         comparison = compare(base_dir, ckpt, int(cfg.rl.final_eval_episodes), progress=progress,
-                             base_inference_steps=cfg.rl.base_inference_steps)
+                             base_inference_steps=cfg.rl.base_inference_steps, base_noise=str(cfg.rl.base_noise))
         (run / "eval_comparison.json").write_text(json.dumps(comparison, indent=2))
     return {"run_dir": str(run), "checkpoint": str(ckpt), "comparison": comparison}
 
 
 def compare(base_dir, combined_dir, episodes: int, progress: bool = True,
-            base_inference_steps: int | None = None) -> dict[str, Any]:
-    """Evaluate the base (at its own denoising steps and at the steps it runs with under the
-    residual) and base + residual on the same held-out seeds.
+            base_inference_steps: int | None = None, base_noise: str = "random") -> dict[str, Any]:
+    """Evaluate the base as ``robolearn eval`` runs it, the base as the residual runs it (its
+    denoising steps and initial noise under RL), and base + residual, on the same held-out seeds.
 
     Returns:
-        ``{"base": summary, "base_rl_steps": summary or None, "residual": summary, "seeds": [first, last]}``
-        (summaries without per-episode rows).
+        ``{"base": summary, "base_rl_steps": summary or None (when RL runs the base as eval does),
+        "residual": summary, "seeds": [first, last]}`` (summaries without per-episode rows).
     """
     from robolearn.eval.rollout import evaluate_checkpoint
 
@@ -107,7 +107,8 @@ def compare(base_dir, combined_dir, episodes: int, progress: bool = True,
 
     base = run(base_dir)
     base_rl = None
-    if base_inference_steps is not None and base.get("num_inference_steps") not in (None, base_inference_steps):
-        base_rl = run(base_dir, num_inference_steps=int(base_inference_steps))
+    steps = base.get("num_inference_steps")
+    if steps is not None and (base_inference_steps not in (None, steps) or base_noise == "zero"):
+        base_rl = run(base_dir, num_inference_steps=base_inference_steps, zero_initial_noise=base_noise == "zero")
     combined = run(combined_dir)
     return {"base": base, "base_rl_steps": base_rl, "residual": combined, "seeds": combined["seeds"]}

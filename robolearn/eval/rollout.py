@@ -260,7 +260,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
                         use_ema: bool = True, progress: bool = True, exclude_seeds: Sequence[int] = (),
                         num_inference_steps: int | None = None, n_videos: int = 0,
                         video_dir: str | Path | None = None, n_action_steps: int | None = None,
-                        backend: str = "eager") -> dict:
+                        backend: str = "eager", zero_initial_noise: bool = False) -> dict:
     """Load a checkpoint and evaluate it on ``episodes`` seeded episodes.
 
     Seeds are ``seed_start, seed_start + 1, ...`` skipping any in ``exclude_seeds`` and any seed of
@@ -270,7 +270,8 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     the actions executed per chunk (fewer: more closed-loop, more policy calls). ``n_videos`` and
     ``video_dir`` record the first episodes as MP4 (see :func:`rollout`). ``backend`` runs the policy
     through :func:`robolearn.policies.fast.accelerate` (``"onnxruntime"``, ``"compile"``; eager where
-    the backend is missing), with torch's thread count.
+    the backend is missing), with torch's thread count. ``zero_initial_noise`` samples a diffusion
+    policy from ``x_T = 0`` (deterministic chunks: how residual RL runs its frozen base).
 
     Returns:
         The :func:`summarize` dict plus ``checkpoint``, ``task``, ``seeds``, ``episodes`` (per-episode
@@ -293,6 +294,10 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
     set_inference_steps(policy, num_inference_steps)
     set_action_steps(policy, n_action_steps)
+    if zero_initial_noise:
+        if not hasattr(policy, "zero_initial_noise"):
+            raise ValueError(f"{type(policy).__name__} does not sample from noise: zero_initial_noise does not apply")
+        policy.zero_initial_noise = True
     policy = accelerate(policy, backend, threads=torch.get_num_threads())
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
     seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
@@ -302,6 +307,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
                 "num_inference_steps": getattr(policy, "num_inference_steps", None),
+                "zero_initial_noise": bool(getattr(policy, "zero_initial_noise", False)),
                 "n_action_steps": policy.n_action_steps, "backend": getattr(policy, "backend", "eager"),
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})

@@ -206,12 +206,15 @@ def draw_noise(policy, batch: int = 1, generator: torch.Generator | None = None,
                num_inference_steps: int | None = None) -> torch.Tensor | None:
     """The ``noise`` input drawn as the eager policy draws it from ``generator`` (torch's global one
     when ``None``): one ``randn((B, horizon, A))`` for diffusion; ``K`` of them in sampling order,
-    stacked, for a consistency policy; ``None`` for ACT. With the same generator state the exported
-    graph then gives the eager policy's actions."""
+    stacked, for a consistency policy; ``None`` for ACT; zeros for a diffusion policy whose
+    ``zero_initial_noise`` is set. With the same generator state the exported graph then gives the
+    eager policy's actions."""
     shape = noise_shape(policy, batch, num_inference_steps)
     if shape is None:
         return None
     if len(shape) == 3:
+        if getattr(policy, "zero_initial_noise", False):  # a diffusion policy sampled deterministically
+            return torch.zeros(shape)
         return torch.randn(shape, generator=generator)
     return torch.stack([torch.randn(shape[1:], generator=generator) for _ in range(shape[0])])
 

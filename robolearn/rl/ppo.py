@@ -70,10 +70,16 @@ def ppo_losses(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage
 #: minibatches sized for a 2-core CPU), one source of defaults for configs and code.
 PPOConfig = _schema.PPOConfig
 
+#: A minibatch whose approximate KL to the rollout policy exceeds ``KL_STOP_FACTOR * target_kl`` ends
+#: the update before its step (Stable-Baselines3's rule): checking only after a whole epoch let one
+#: epoch move the policy by 10-20x the target on insertion with a large residual scale.
+KL_STOP_FACTOR = 1.5
+
 
 def ppo_update(model, actor_opt: torch.optim.Optimizer, critic_opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                cfg: PPOConfig, generator: torch.Generator) -> dict[str, float]:
-    """Minibatch epochs of PPO on one rollout; stops early once the approximate KL exceeds ``target_kl``.
+    """Minibatch epochs of PPO on one rollout; stops early, before applying a minibatch whose
+    approximate KL to the rollout policy exceeds ``KL_STOP_FACTOR * target_kl``.
 
     Args:
         model: a :class:`~robolearn.rl.residual.ResidualActorCritic`.
@@ -82,17 +88,17 @@ def ppo_update(model, actor_opt: torch.optim.Optimizer, critic_opt: torch.optim.
         generator: draws the minibatch permutation.
 
     Returns:
-        Means over the minibatches run: ``policy_loss``, ``value_loss``, ``approx_kl``,
-        ``clip_fraction``, plus ``epochs`` run and ``explained_variance`` of the returns.
+        Means over the minibatches evaluated: ``policy_loss``, ``value_loss``, ``approx_kl``,
+        ``clip_fraction``, plus ``epochs`` begun, ``updates`` (optimizer steps taken) and
+        ``explained_variance`` of the returns.
     """
     M = batch["input"].shape[0]
     mb = max(1, M // cfg.n_minibatches)
     sums: dict[str, float] = {}
-    n, epochs = 0, 0
+    n, epochs, updates, stop = 0, 0, 0, False
     for _ in range(cfg.update_epochs):
         epochs += 1
         perm = torch.randperm(M, generator=generator)
-        kls = []
         for start in range(0, M - mb + 1, mb):
             idx = perm[start:start + mb]
             x = batch["input"][idx]
@@ -102,6 +108,12 @@ def ppo_update(model, actor_opt: torch.optim.Optimizer, critic_opt: torch.optim.
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             losses = ppo_losses(dist.log_prob(batch["residual"][idx]).sum(-1), batch["log_prob"][idx], adv,
                                 model.value(x), batch["returns"][idx], cfg.clip)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+            if cfg.target_kl is not None and float(losses["approx_kl"]) > KL_STOP_FACTOR * cfg.target_kl:
+                stop = True  # this minibatch is not applied: the policy already moved far enough
+                break
             actor_opt.zero_grad()
             critic_opt.zero_grad()
             (losses["policy_loss"] + losses["value_loss"]).backward()
@@ -109,16 +121,13 @@ def ppo_update(model, actor_opt: torch.optim.Optimizer, critic_opt: torch.optim.
             torch.nn.utils.clip_grad_norm_([p for g in critic_opt.param_groups for p in g["params"]], cfg.max_grad_norm)
             actor_opt.step()
             critic_opt.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
-            kls.append(float(losses["approx_kl"]))
-        if cfg.target_kl is not None and kls and sum(kls) / len(kls) > cfg.target_kl:
+            updates += 1
+        if stop:
             break
     out = {k: v / max(n, 1) for k, v in sums.items()}
     ret = batch["returns"]
     with torch.no_grad():
         var = ret.var()
         out["explained_variance"] = float(1 - (ret - model.value(batch["input"])).var() / var) if var > 0 else 0.0
-    out["epochs"] = epochs
+    out["epochs"], out["updates"] = epochs, updates
     return out

@@ -83,6 +83,11 @@ class ResidualPolicy(Policy):
         scale: residual scale in the normalized action space (ResiP: 0.1).
         base_inference_steps: denoising steps of a diffusion base while acting (ResiP: 4);
             ``None`` keeps the base's.
+        base_noise: ``"random"`` (a diffusion base samples from Gaussian noise, as it does alone) or
+            ``"zero"`` (it starts from ``x_T = 0``, so with DDIM its chunk is a deterministic
+            function of the observation: the base's own sampling then adds no variance to the
+            returns the residual learns from; on insertion at 4 DDIM steps it also succeeded more
+            often, 16/64 vs 8/64 validation seeds). Ignored for bases that do not sample.
         stats: unused (the base's statistics come with its weights); accepted for the registry.
 
     Raises:
@@ -95,7 +100,7 @@ class ResidualPolicy(Policy):
     def __init__(self, base_type: str, base_kwargs: Mapping[str, Any], action_low: Sequence[float],
                  action_high: Sequence[float], hidden: Sequence[int] = (256, 256), log_std_init: float = -1.0,
                  learn_log_std: bool = False, scale: float = 0.1, base_inference_steps: int | None = 4,
-                 stats=None):
+                 base_noise: str = "random", stats=None):
         super().__init__()
         from robolearn.policies import build_policy_from_kwargs
 
@@ -108,6 +113,11 @@ class ResidualPolicy(Policy):
         self.base_inference_steps = base_inference_steps
         if base_inference_steps is not None and hasattr(self.base, "num_inference_steps"):
             self.base.num_inference_steps = int(base_inference_steps)
+        if base_noise not in ("random", "zero"):
+            raise ValueError(f"base_noise must be 'random' or 'zero', got {base_noise!r}")
+        self.base_noise = base_noise
+        if hasattr(self.base, "zero_initial_noise"):
+            self.base.zero_initial_noise = base_noise == "zero"
         self.horizon, self.n_obs_steps = self.base.horizon, self.base.n_obs_steps
         self.n_action_steps = self.base.n_action_steps
         self.obs_shapes, self.action_dim = dict(self.base.obs_shapes), self.base.action_dim
@@ -166,7 +176,7 @@ class ResidualPolicy(Policy):
                 "action_low": (self.action_mid - self.action_half).tolist(),
                 "action_high": (self.action_mid + self.action_half).tolist(),
                 "hidden": list(self.hidden), "log_std_init": self.log_std_init, "learn_log_std": self.learn_log_std,
-                "scale": self.scale, "base_inference_steps": self.base_inference_steps}
+                "scale": self.scale, "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise}
 
     def make_actor(self, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu",
                    deterministic: bool = True, generator: torch.Generator | None = None):

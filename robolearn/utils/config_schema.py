@@ -415,6 +415,7 @@ class RLConfig:
     total_env_steps: int = _pos_int(2000000)           # stop after this many env steps (all sessions)
     max_wall_s: Optional[float] = setting(None, gt=0)  # or after this many seconds of RL wall time (all sessions)
     base_inference_steps: Optional[int] = setting(4, ge=1)  # DDIM steps of a diffusion base while acting (null: the base's)
+    base_noise: str = setting("zero", choices=("zero", "random"))  # a diffusion base's initial noise: zero (deterministic chunks) or random
     use_ema: bool = True                               # start from the base's EMA weights
     num_threads: Optional[int] = setting(1, ge=1)      # torch threads (null: torch's default)
     seed: int = setting(0, ge=0)                       # residual init and noise, base noise, minibatch order

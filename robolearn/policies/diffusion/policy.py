@@ -92,6 +92,10 @@ class DiffusionPolicy(Policy):
                      clip_sample=True, prediction_type="epsilon")
         self.train_scheduler = DDPMScheduler(**sched)
         self.sample_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True, steps_offset=0)
+        #: Start sampling from ``x_T = 0`` instead of a Gaussian draw: with DDIM (eta 0) the chunk is then
+        #: a deterministic function of the observation (residual RL's frozen base; not saved with the
+        #: policy, set by whoever samples).
+        self.zero_initial_noise = False
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -130,8 +134,8 @@ class DiffusionPolicy(Policy):
     @torch.no_grad()
     def predict_action_chunk(self, obs: Mapping[str, torch.Tensor],
                              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Denoise an action sequence with ``num_inference_steps`` DDIM steps; the chunk from the
-        current step on. :meth:`predict_action` (same arguments) gives its first ``n_action_steps``.
+        """Denoise an action sequence with ``num_inference_steps`` DDIM steps from Gaussian noise (or
+        from zeros when :attr:`zero_initial_noise` is set); the chunk from the current step on. :meth:`predict_action` (same arguments) gives its first ``n_action_steps``.
 
         Args:
             obs: ``{key: (B, To, D_key)}`` in raw units.
@@ -142,7 +146,11 @@ class DiffusionPolicy(Policy):
         """
         cond = self._encode_obs(obs)
         B = cond.shape[0]
-        x = torch.randn((B, self.horizon, self.action_dim), generator=generator, device=cond.device)
+        shape = (B, self.horizon, self.action_dim)
+        if self.zero_initial_noise:
+            x = torch.zeros(shape, device=cond.device)
+        else:
+            x = torch.randn(shape, generator=generator, device=cond.device)
         sched = self.sample_scheduler
         sched.set_timesteps(self.num_inference_steps)
         for t in sched.timesteps:
