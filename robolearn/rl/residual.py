@@ -88,6 +88,10 @@ class ResidualPolicy(Policy):
             function of the observation: the base's own sampling then adds no variance to the
             returns the residual learns from; on insertion at 4 DDIM steps it also succeeded more
             often, 16/64 vs 8/64 validation seeds). Ignored for bases that do not sample.
+        noise_correlation: ``rho`` in ``[0, 1)`` of the residual's exploration noise while training
+            (:meth:`ResidualActor._noise`): 0 draws it independently every step (ResiP); near 1
+            keeps it for ~``1 / (1 - rho)`` steps, so a correction is tried long enough to move the
+            object it acts on. Deterministic acting (evaluation, deployment) ignores it.
         stats: unused (the base's statistics come with its weights); accepted for the registry.
 
     Raises:
@@ -100,7 +104,7 @@ class ResidualPolicy(Policy):
     def __init__(self, base_type: str, base_kwargs: Mapping[str, Any], action_low: Sequence[float],
                  action_high: Sequence[float], hidden: Sequence[int] = (256, 256), log_std_init: float = -1.0,
                  learn_log_std: bool = False, scale: float = 0.1, base_inference_steps: int | None = 4,
-                 base_noise: str = "random", stats=None):
+                 base_noise: str = "random", noise_correlation: float = 0.0, stats=None):
         super().__init__()
         from robolearn.policies import build_policy_from_kwargs
 
@@ -116,6 +120,9 @@ class ResidualPolicy(Policy):
         if base_noise not in ("random", "zero"):
             raise ValueError(f"base_noise must be 'random' or 'zero', got {base_noise!r}")
         self.base_noise = base_noise
+        if not 0.0 <= float(noise_correlation) < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
+        self.noise_correlation = float(noise_correlation)
         if hasattr(self.base, "zero_initial_noise"):
             self.base.zero_initial_noise = base_noise == "zero"
         self.horizon, self.n_obs_steps = self.base.horizon, self.base.n_obs_steps
@@ -176,7 +183,8 @@ class ResidualPolicy(Policy):
                 "action_low": (self.action_mid - self.action_half).tolist(),
                 "action_high": (self.action_mid + self.action_half).tolist(),
                 "hidden": list(self.hidden), "log_std_init": self.log_std_init, "learn_log_std": self.learn_log_std,
-                "scale": self.scale, "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise}
+                "scale": self.scale, "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise,
+                "noise_correlation": self.noise_correlation}
 
     def make_actor(self, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu",
                    deterministic: bool = True, generator: torch.Generator | None = None):
@@ -203,10 +211,30 @@ class ResidualActor:
         self.deterministic, self.generator = deterministic, generator
         self.base = ChunkActor(policy.base, n_envs, action_dim, obs_keys, device, **kwargs)
         self.last: dict[str, torch.Tensor] = {}
+        self.rho = float(getattr(policy, "noise_correlation", 0.0))
+        self._eps = torch.zeros(n_envs, policy.action_dim)  # each env's standard-normal exploration noise
+        self._fresh = np.ones(n_envs, dtype=bool)            # envs whose next noise starts a new sequence
 
     def reset(self, i: int) -> None:
         """A new episode starts in environment ``i``."""
         self.base.reset(i)
+        self._fresh[i] = True
+
+    def _noise(self, idx: Sequence[int], shape) -> torch.Tensor:
+        """Standard-normal exploration noise ``(len(idx), A)`` of the active envs ``idx``: independent
+        draws per step when ``rho`` is 0 (ResiP), else each env's AR(1) sequence
+        ``eps_t = rho * eps_{t-1} + sqrt(1 - rho^2) * xi_t`` (marginally N(0, 1) at every step;
+        Ornstein-Uhlenbeck-style temporally correlated exploration, Lillicrap et al. 2016, used with
+        PPO as in Raffin et al. 2021, gSDE), restarted from a fresh draw at each episode start."""
+        xi = torch.randn(shape, generator=self.generator)
+        if self.rho == 0.0:
+            return xi
+        ids = torch.as_tensor(list(idx), dtype=torch.long)
+        fresh = torch.from_numpy(self._fresh[list(idx)])
+        eps = torch.where(fresh[:, None], xi, self.rho * self._eps[ids] + (1.0 - self.rho ** 2) ** 0.5 * xi)
+        self._eps[ids] = eps
+        self._fresh[list(idx)] = False
+        return eps
 
     @torch.no_grad()
     def act(self, active: Sequence[bool], history: Sequence[deque]) -> np.ndarray:
@@ -225,7 +253,7 @@ class ResidualActor:
             if self.deterministic:
                 r = dist.mean
             else:
-                r = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=self.generator)
+                r = dist.mean + dist.stddev * self._noise(idx, dist.mean.shape)
             x[idx], res[idx], logp[idx] = x_a, r, dist.log_prob(r).sum(-1)
             out[idx] = p.combine(base[idx], r)
         self.last = {"input": x, "residual": res, "base": base, "log_prob": logp}

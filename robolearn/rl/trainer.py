@@ -89,7 +89,8 @@ def build_residual(base, base_type: str, env_action_space, rl_cfg: Mapping[str, 
         policy = ResidualPolicy(base_type, base.get_config(), low.tolist(), high.tolist(), hidden=list(r["hidden"]),
                                 log_std_init=float(r["log_std_init"]), learn_log_std=bool(r["learn_log_std"]),
                                 scale=float(r["scale"]), base_inference_steps=rl_cfg.get("base_inference_steps"),
-                                base_noise=str(rl_cfg.get("base_noise", "random")))
+                                base_noise=str(rl_cfg.get("base_noise", "random")),
+                                noise_correlation=float(r.get("noise_correlation", 0.0)))
     except ValueError as exc:
         raise ConfigError(f"cannot refine this base: {exc}") from None
     policy.base.load_state_dict(base.state_dict(), strict=True)

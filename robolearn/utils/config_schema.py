@@ -386,6 +386,7 @@ class ResidualConfig:
     scale: float = setting(0.1, gt=0)                  # residual scale in the [-1, 1]-normalized action space
     log_std_init: float = setting(-1.0, ge=-10, le=2)  # log std of the residual's Gaussian
     learn_log_std: bool = False                        # ResiP keeps it fixed
+    noise_correlation: float = setting(0.0, ge=0, lt=1)  # AR(1) rho of the training exploration noise (0: independent per step, as ResiP)
 
 
 @dataclass
