@@ -21,10 +21,10 @@ from pathlib import Path
 
 from bench_policies import machine_info, save_entry  # this folder (on sys.path when run as a script)
 
-#: The measured setting: 32 in-process envs, the opt-in alignment shaping, and 10x ResiP's actor
-#: learning rate with 8 epochs (ResiP's 3e-4 moved the policy by an approximate KL of ~0.004 per
-#: iteration, far under the 0.1 target, and learned nothing in ~70 iterations here).
-RL_OVERRIDES = ["rl.n_envs=32", "rl.reward=shaped", "rl.eval_every=5", "rl.ppo.actor_lr=3e-3", "rl.ppo.update_epochs=8"]
+#: The measured setting: configs/rl/precise.yaml (32 in-process envs in two collection threads, the
+#: residual's symlog(obs / 1 cm) input, scale 1 with log-std -2.5, a quieter gripper dimension, the
+#: opt-in alignment shaping, GAE lambda 0.5; its comments say why each), the diffusion base from x_T = 0.
+RL_OVERRIDES = ["rl=precise"]
 
 #: name -> (base checkpoint/run, RL run directory, rl overrides)
 ENTRIES: dict[str, tuple[str, str, list[str]]] = {

@@ -172,6 +172,29 @@ def test_correlated_exploration_noise_is_ar1_and_restarts_per_episode(toy_regist
         toy_residual(noise_correlation=1.0)
 
 
+def test_dim_scale_scales_each_action_dimension(toy_registered):
+    from robolearn.rl.residual import ResidualPolicy
+
+    p = ResidualPolicy("toy_zero", {}, [-2.0], [2.0], scale=0.5, dim_scale=[0.1], base_inference_steps=None)
+    assert torch.allclose(p.combine(torch.tensor([[0.3]]), torch.tensor([[1.0]])), torch.tensor([[0.3 + 0.5 * 0.1 * 2.0]]))
+    assert p.get_config()["dim_scale"] == pytest.approx([0.1])
+    assert ResidualPolicy(**p.get_config()).step_scale.item() == pytest.approx(0.1)  # the saved config rebuilds it
+    for bad in ([1.0, 1.0], [0.0]):
+        with pytest.raises(ValueError, match="dim_scale"):
+            ResidualPolicy("toy_zero", {}, [-2.0], [2.0], dim_scale=bad)
+
+
+def test_fine_scale_adds_symlog_features_of_the_raw_observation(toy_registered):
+    plain, fine = toy_residual(), toy_residual(fine_scale=0.01)
+    assert (plain.in_dim, fine.in_dim) == (2, 3)
+    x = fine.residual_input({"pos": torch.tensor([[0.003], [-0.05]])}, torch.zeros(2, 1))
+    # normalized (min-max over [-0.2, 0.2]) observation, then symlog(obs / 1 cm), then the base action
+    assert torch.allclose(x[:, 0], torch.tensor([0.015, -0.25]))
+    assert torch.allclose(x[:, 1], torch.tensor([math.log1p(0.3), -math.log1p(5.0)]))
+    with pytest.raises(ValueError, match="fine_scale"):
+        toy_residual(fine_scale=0.0)
+
+
 def test_image_base_is_refused_with_the_key_named():
     from robolearn.policies.diffusion.policy import DiffusionPolicy
     from robolearn.rl.residual import ResidualPolicy

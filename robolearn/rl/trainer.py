@@ -90,7 +90,9 @@ def build_residual(base, base_type: str, env_action_space, rl_cfg: Mapping[str, 
                                 log_std_init=float(r["log_std_init"]), learn_log_std=bool(r["learn_log_std"]),
                                 scale=float(r["scale"]), base_inference_steps=rl_cfg.get("base_inference_steps"),
                                 base_noise=str(rl_cfg.get("base_noise", "random")),
-                                noise_correlation=float(r.get("noise_correlation", 0.0)))
+                                noise_correlation=float(r.get("noise_correlation", 0.0)),
+                                dim_scale=None if r.get("dim_scale") is None else [float(v) for v in r["dim_scale"]],
+                                fine_scale=r.get("fine_scale"))
     except ValueError as exc:
         raise ConfigError(f"cannot refine this base: {exc}") from None
     policy.base.load_state_dict(base.state_dict(), strict=True)

@@ -384,6 +384,8 @@ class ResidualConfig:
 
     hidden: List[int] = setting([256, 256], nonempty=True, items=Bounds(ge=1))  # MLP layers of actor and critic (ReLU)
     scale: float = setting(0.1, gt=0)                  # residual scale in the [-1, 1]-normalized action space
+    dim_scale: Optional[List[float]] = setting(None, nonempty=True, items=Bounds(gt=0))  # per action dimension factors on scale (null: all 1)
+    fine_scale: Optional[float] = setting(None, gt=0)  # also feed symlog(obs / fine_scale) (raw units, e.g. 0.01 m; null: off)
     log_std_init: float = setting(-1.0, ge=-10, le=2)  # log std of the residual's Gaussian
     learn_log_std: bool = False                        # ResiP keeps it fixed
     noise_correlation: float = setting(0.0, ge=0, lt=1)  # AR(1) rho of the training exploration noise (0: independent per step, as ResiP)
