@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from bench_policies import machine_info, save_entry  # this folder (on sys.path when run as a script)
@@ -33,6 +34,9 @@ ENTRIES: dict[str, tuple[str, str, list[str]]] = {
     "insertion_diffusion_rl": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl", RL_OVERRIDES),
     # base: ... policy=act_small train.batch_size=64 train.lr=3e-4 train.steps=3000 run_dir=runs/insertion/act
     "insertion_act_rl": ("runs/insertion/act", "runs/insertion/act_rl", RL_OVERRIDES),
+    # the same setting with the task's sparse success reward only (the default reward); run with a shorter budget
+    "insertion_diffusion_rl_sparse": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl_sparse",
+                                      [*RL_OVERRIDES, "rl.reward=sparse"]),
 }
 
 
@@ -53,16 +57,20 @@ def run_entry(name: str, budget_s: float, episodes: int, reuse_eval: bool = Fals
     rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
     summary = json.loads((Path(run_dir) / "rl_summary.json").read_text())
     comp = out["comparison"]
-    pick = ("success_rate", "success_ci95", "n_success", "n_episodes", "num_inference_steps", "mean_episode_length")
+    pick = ("success_rate", "success_ci95", "n_success", "n_episodes", "num_inference_steps", "zero_initial_noise",
+            "mean_episode_length")
+    curve = Path(run_dir) / "learning_curve.png"
+    if curve.is_file():  # the README shows it
+        shutil.copyfile(curve, Path(__file__).parent / "results" / f"rl_{name.removesuffix('_rl')}_curve.png")
     collect_s = sum(r["collect_s"] for r in rows)
     steps = rows[-1]["env_steps"] if rows else 0
     split = {k: round(sum(r[k] for r in rows), 1) for k in ("env_s", "base_s", "residual_s", "update_s")}
     val = [(r["env_steps"], r["wall_s"], r["val_success_rate"]) for r in rows if "val_success_rate" in r]
     return {
         "base": base, "run_dir": run_dir, "overrides": overrides,
-        "base_eval": {k: comp["base"][k] for k in pick},
-        "base_eval_rl_steps": {k: comp["base_rl_steps"][k] for k in pick} if comp["base_rl_steps"] else None,
-        "residual_eval": {k: comp["residual"][k] for k in pick},
+        "base_eval": {k: comp["base"].get(k) for k in pick},
+        "base_eval_rl_steps": {k: comp["base_rl_steps"].get(k) for k in pick} if comp["base_rl_steps"] else None,
+        "residual_eval": {k: comp["residual"].get(k) for k in pick},
         "seeds": comp["seeds"],
         "gain": round(comp["residual"]["success_rate"] - comp["base"]["success_rate"], 4),
         "env_steps": steps, "iterations": len(rows), "rl_wall_s": summary["wall_s"],

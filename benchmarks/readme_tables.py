@@ -406,11 +406,14 @@ def block_rl(data: dict, machines: Machines) -> str:
     for name in list(entries):
         e = entries[name]  # (read by key: unshown_entries tracks it)
         task, policy = name.split("_")[0], name.split("_")[1]
+        if name.endswith("_sparse"):
+            policy += " (sparse reward)"
         b, r, b4 = e["base_eval"], e["residual_eval"], e["base_eval_rl_steps"]
         t = e["time_split_s"]
         busy = sum(t.values()) or 1.0
         base_steps = f" ({b['num_inference_steps']} DDIM steps)" if b.get("num_inference_steps") else ""
-        rl_steps = f"; {success(b4)} at RL's {b4['num_inference_steps']} steps" if b4 else ""
+        zero = ", from x_T = 0" if b4 and b4.get("zero_initial_noise") else ""
+        rl_steps = f"; {success(b4)} as RL runs it ({b4['num_inference_steps']} DDIM steps{zero})" if b4 else ""
         rows.append([task, policy, f"{success(b)}{base_steps}{rl_steps}", success(r),
                      f"{(r['success_rate'] - b['success_rate']) * 100:+.0f} points",
                      f"{n(e['env_steps'])} in {minutes(e['rl_wall_s'])}",
