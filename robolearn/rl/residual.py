@@ -1,17 +1,18 @@
 """The residual actor-critic and the combined base + residual policy (ResiP, Ankile et al. 2024, §IV).
 
-The residual sees the base policy's normalized observation (the current step) and the base
-action for this step, and outputs a Gaussian correction ``r`` in the action space normalized to
-``[-1, 1]`` by the environment's action bounds; the executed action is
+The residual sees the base policy's normalized observation (the current step), optionally
+``symlog(obs / fine_scale)`` of the raw observation (fine resolution near zero of relative vectors,
+see :class:`ResidualPolicy`), and the base action for this step, and outputs a Gaussian correction
+``r`` in the action space normalized to ``[-1, 1]`` by the environment's action bounds; the
+executed action is
 
-    action = base_action + scale * half_range * r,        half_range = (high - low) / 2
+    action = base_action + scale * dim_scale * half_range * r,        half_range = (high - low) / 2
 
-(``scale`` 0.1 as in ResiP). The normalized observation is clipped to ``±INPUT_CLIP``: the base's
-min-max statistics come from demonstrations, where some dimensions barely move (a peg's tilt), so
-states the residual explores would otherwise reach thousands and swamp the critic. The mean's last
-layer starts at zero, so at step 0 the deterministic
-combined action equals the base action bit for bit. A separate critic sees the same input.
-"""
+(``scale`` 0.1 and ``dim_scale`` 1 as in ResiP). The normalized observation is clipped to
+``±INPUT_CLIP``: the base's min-max statistics come from demonstrations, where some dimensions
+barely move (a peg's tilt), so states the residual explores would otherwise reach thousands and
+swamp the critic. The mean's last layer starts at zero, so at step 0 the deterministic combined
+action equals the base action bit for bit. A separate critic sees the same input."""
 
 from __future__ import annotations
 
@@ -160,7 +161,8 @@ class ResidualPolicy(Policy):
         if dims.shape != (self.action_dim,) or not np.all(dims > 0):
             raise ValueError(f"dim_scale must hold {self.action_dim} positive factors, got {list(dim_scale)}")
         self.dim_scale = None if dim_scale is None else [float(v) for v in dims]
-        self.register_buffer("step_scale", torch.from_numpy(self.scale * dims * ((high - low) / 2)))
+        # derived from the config, so not saved: checkpoints written before dim_scale existed still load
+        self.register_buffer("step_scale", torch.from_numpy(self.scale * dims * ((high - low) / 2)), persistent=False)
         self.residual = ResidualActorCritic(self.in_dim, self.action_dim, self.hidden, log_std_init, learn_log_std)
 
     # ------------------------------------------------------------------ the residual's input and output
@@ -209,7 +211,8 @@ class ResidualPolicy(Policy):
                 "action_low": (self.action_mid - self.action_half).tolist(),
                 "action_high": (self.action_mid + self.action_half).tolist(),
                 "hidden": list(self.hidden), "log_std_init": self.log_std_init, "learn_log_std": self.learn_log_std,
-                "scale": self.scale, "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise, "dim_scale": self.dim_scale, "fine_scale": self.fine_scale,
+                "scale": self.scale, "dim_scale": self.dim_scale, "fine_scale": self.fine_scale,
+                "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise,
                 "noise_correlation": self.noise_correlation}
 
     def make_actor(self, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu",
