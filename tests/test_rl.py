@@ -478,7 +478,8 @@ def test_aligned_chunks_query_the_base_once_per_boundary(toy_registered, align):
 
 def test_shaped_reward_is_potential_based_and_opt_in():
     """rl.reward=shaped adds gamma * phi(s') - phi(s) with insertion's alignment potential (flat beyond
-    5 cm, -1 at 5 cm, 0 on the axis); sparse adds nothing; other tasks are refused by name."""
+    5 cm, 0 at 5 cm, 1 on the axis); sparse adds nothing; other tasks are refused by name; with
+    gamma < 1 a step far from the hole earns nothing (the floor of the potential is 0)."""
     from robolearn.rl.rewards import insertion_alignment_potential, make_reward_fn
 
     def obs(dx, dy):
@@ -487,14 +488,16 @@ def test_shaped_reward_is_potential_based_and_opt_in():
         return {"object": o}
 
     assert make_reward_fn("sparse", "insertion", 0.99) is None
-    assert insertion_alignment_potential(obs(0.0, 0.0))[0] == 0.0
-    assert insertion_alignment_potential(obs(0.03, 0.04))[0] == pytest.approx(-1.0)
-    assert insertion_alignment_potential(obs(0.3, 0.0))[0] == pytest.approx(-1.0)
+    assert insertion_alignment_potential(obs(0.0, 0.0))[0] == 1.0
+    assert insertion_alignment_potential(obs(0.03, 0.04))[0] == pytest.approx(0.0, abs=1e-6)
+    assert insertion_alignment_potential(obs(0.3, 0.0))[0] == pytest.approx(0.0, abs=1e-6)
     fn = make_reward_fn("shaped", "insertion", 1.0)
     path = [obs(0.2, 0.0), obs(0.04, 0.0), obs(0.01, 0.0), obs(0.0, 0.002)]
     shaped = [float(fn(np.zeros(1), a, b, np.zeros(1, bool))[0]) for a, b in zip(path, path[1:])]
     assert shaped[0] == pytest.approx(0.2) and shaped[1] == pytest.approx(0.6)
-    assert sum(shaped) == pytest.approx(float(insertion_alignment_potential(path[-1])[0]) + 1.0)  # telescopes
+    assert sum(shaped) == pytest.approx(float(insertion_alignment_potential(path[-1])[0]))  # telescopes (phi0 = 0)
+    far = make_reward_fn("shaped", "insertion", 0.999)
+    assert float(far(np.zeros(1), path[0], path[0], np.zeros(1, bool))[0]) == pytest.approx(0.0, abs=1e-9)  # staying away pays nothing
     assert float(fn(np.ones(1), path[1], path[1], np.ones(1, bool))[0]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no shaping potential for task 'lift'"):
         make_reward_fn("shaped", "lift", 0.99)
