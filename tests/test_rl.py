@@ -143,35 +143,6 @@ def test_zero_base_noise_makes_the_base_chunk_a_function_of_the_observation():
         ResidualPolicy("diffusion", base.get_config(), [-1.0] * 2, [1.0] * 2, base_noise="gaussian", **kw)
 
 
-def test_correlated_exploration_noise_is_ar1_and_restarts_per_episode(toy_registered):
-    """residual.noise_correlation=rho: each env's noise is AR(1) with lag-1 correlation rho and unit
-    variance, restarted by reset; rho=0 draws exactly what independent Gaussian draws would."""
-    torch.manual_seed(0)
-    hist = [deque([{"pos": np.zeros(1, np.float32)}]) for _ in range(2)]
-    noise = []
-    for rho in (0.0, 0.9):
-        policy = toy_residual(noise_correlation=rho)
-        actor = policy.make_actor(2, 1, ["pos"], deterministic=False, generator=torch.Generator().manual_seed(3))
-        eps = []
-        for t in range(4000):
-            if t == 2000:
-                actor.reset(1)
-            actor.act([True, True], hist)
-            eps.append(actor.last["residual"][:, 0].numpy() / math.exp(-1.0))  # mean 0 at init: residual = std * eps
-        noise.append(np.array(eps))
-    iid, ar = noise
-    g = torch.Generator().manual_seed(3)
-    draws = np.array([torch.randn((2, 1), generator=g)[:, 0].numpy() for _ in range(4000)])  # as the actor draws
-    np.testing.assert_allclose(iid, draws, rtol=1e-5, atol=1e-6)
-    lag1 = np.corrcoef(ar[1:, 0], ar[:-1, 0])[0, 1]
-    assert abs(lag1 - 0.9) < 0.03 and abs(ar[:, 0].std() - 1.0) < 0.15 and abs(np.corrcoef(iid[1:, 0], iid[:-1, 0])[0, 1]) < 0.05
-    # env 1 was reset at step 2000: its noise there is a fresh draw, not rho * previous + ...
-    assert ar[2000, 1] == pytest.approx(draws[2000, 1], rel=1e-5)
-    assert ar[2001, 1] == pytest.approx(0.9 * ar[2000, 1] + math.sqrt(1 - 0.81) * draws[2001, 1], rel=1e-4)
-    with pytest.raises(ValueError, match="noise_correlation"):
-        toy_residual(noise_correlation=1.0)
-
-
 def test_dim_scale_scales_each_action_dimension(toy_registered):
     from robolearn.rl.residual import ResidualPolicy
 

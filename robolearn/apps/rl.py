@@ -84,13 +84,15 @@ def residual_rl(base_dir: str | Path, overrides: Sequence[str] = (), run_dir: st
     comparison = None
     if final_eval:
         comparison = compare(base_dir, ckpt, int(cfg.rl.final_eval_episodes), progress=progress,
-                             base_inference_steps=cfg.rl.base_inference_steps, base_noise=str(cfg.rl.base_noise))
+                             base_inference_steps=cfg.rl.base_inference_steps, base_noise=str(cfg.rl.base_noise),
+                             use_ema=bool(cfg.rl.use_ema))
         (run / "eval_comparison.json").write_text(json.dumps(comparison, indent=2))
     return {"run_dir": str(run), "checkpoint": str(ckpt), "comparison": comparison}
 
 
 def compare(base_dir, combined_dir, episodes: int, progress: bool = True,
-            base_inference_steps: int | None = None, base_noise: str = "random") -> dict[str, Any]:
+            base_inference_steps: int | None = None, base_noise: str = "random",
+            use_ema: bool = True) -> dict[str, Any]:
     """Evaluate the base as ``robolearn eval`` runs it, the base as the residual runs it (its
     denoising steps and initial noise under RL), and base + residual, on the same held-out seeds.
 
@@ -105,10 +107,13 @@ def compare(base_dir, combined_dir, episodes: int, progress: bool = True,
         out.pop("episodes")
         return out
 
+    from robolearn.train.checkpoint import read_policy_type
+
     base = run(base_dir)
     base_rl = None
     steps = base.get("num_inference_steps")
-    if steps is not None and (base_inference_steps not in (None, steps) or base_noise == "zero"):
-        base_rl = run(base_dir, num_inference_steps=base_inference_steps, zero_initial_noise=base_noise == "zero")
+    zero = base_noise == "zero" and read_policy_type(base_dir) == "diffusion"
+    if steps is not None and (base_inference_steps not in (None, steps) or zero or not use_ema):
+        base_rl = run(base_dir, num_inference_steps=base_inference_steps, zero_initial_noise=zero, use_ema=use_ema)
     combined = run(combined_dir)
     return {"base": base, "base_rl_steps": base_rl, "residual": combined, "seeds": combined["seeds"]}

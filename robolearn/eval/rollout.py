@@ -280,8 +280,8 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     Raises:
         CheckpointError: unreadable checkpoint.
         ValueError: a bad argument (:func:`check_episode_args`; ``n_envs < 1``, ``n_videos < 0``, an
-            unknown backend), checked before the checkpoint is read, or a step count or backend the
-            policy cannot take.
+            unknown backend), checked before the checkpoint is read, or a step count, backend or
+            ``zero_initial_noise`` the policy cannot take.
     """
     from robolearn.policies.fast import accelerate, check_backend
     from robolearn.train.checkpoint import load_policy
@@ -307,7 +307,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
                 "num_inference_steps": getattr(policy, "num_inference_steps", None),
-                "zero_initial_noise": bool(getattr(policy, "zero_initial_noise", False)),
+                "zero_initial_noise": bool(getattr(getattr(policy, "base", policy), "zero_initial_noise", False)),
                 "n_action_steps": policy.n_action_steps, "backend": getattr(policy, "backend", "eager"),
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})

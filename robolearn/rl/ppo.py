@@ -3,8 +3,8 @@
 Schulman et al. 2017 ("Proximal Policy Optimization Algorithms", eq. 7: the clipped surrogate) and
 2016 ("High-Dimensional Continuous Control Using Generalized Advantage Estimation", eq. 16), with
 ResiP's choices (Ankile et al. 2024): separate actor and critic learning rates, no entropy bonus,
-advantage normalization per minibatch, gradient-norm clipping, and an early stop of the epochs
-once the approximate KL to the rollout policy passes a target.
+advantage normalization per minibatch, gradient-norm clipping, and an early stop of the update
+before a minibatch whose approximate KL to the rollout policy exceeds 1.5 x a target.
 """
 
 from __future__ import annotations

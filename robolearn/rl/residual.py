@@ -102,16 +102,14 @@ class ResidualPolicy(Policy):
             ``"zero"`` (it starts from ``x_T = 0``, so with DDIM its chunk is a deterministic
             function of the observation: the base's own sampling then adds no variance to the
             returns the residual learns from; on insertion at 4 DDIM steps it also succeeded more
-            often, 16/64 vs 8/64 validation seeds). Ignored for bases that do not sample.
-        noise_correlation: ``rho`` in ``[0, 1)`` of the residual's exploration noise while training
-            (:meth:`ResidualActor._noise`): 0 draws it independently every step (ResiP); near 1
-            keeps it for ~``1 / (1 - rho)`` steps, so a correction is tried long enough to move the
-            object it acts on. Deterministic acting (evaluation, deployment) ignores it.
+            often, 16/64 vs 8/64 validation seeds). Ignored for ACT (no sampling); refused for a
+            distilled consistency base, which cannot start from zeros.
         stats: unused (the base's statistics come with its weights); accepted for the registry.
 
     Raises:
         ValueError: the base sees an image observation (residual RL takes state observations),
-            or action bounds of the wrong size.
+            action bounds of the wrong size, an unknown ``base_noise`` (or ``"zero"`` for a
+            consistency base), ``dim_scale`` of the wrong size or not positive, or ``fine_scale <= 0``.
     """
 
     per_step = True  # acts every step: needs the observation of each step (see make_actor)
@@ -119,7 +117,7 @@ class ResidualPolicy(Policy):
     def __init__(self, base_type: str, base_kwargs: Mapping[str, Any], action_low: Sequence[float],
                  action_high: Sequence[float], hidden: Sequence[int] = (256, 256), log_std_init: float = -1.0,
                  learn_log_std: bool = False, scale: float = 0.1, base_inference_steps: int | None = 4,
-                 base_noise: str = "random", noise_correlation: float = 0.0,
+                 base_noise: str = "random",
                  dim_scale: Sequence[float] | None = None, fine_scale: float | None = None, stats=None):
         super().__init__()
         from robolearn.policies import build_policy_from_kwargs
@@ -136,11 +134,11 @@ class ResidualPolicy(Policy):
         if base_noise not in ("random", "zero"):
             raise ValueError(f"base_noise must be 'random' or 'zero', got {base_noise!r}")
         self.base_noise = base_noise
-        if not 0.0 <= float(noise_correlation) < 1.0:
-            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
-        self.noise_correlation = float(noise_correlation)
         if hasattr(self.base, "zero_initial_noise"):
             self.base.zero_initial_noise = base_noise == "zero"
+        elif base_noise == "zero" and hasattr(self.base, "num_inference_steps"):
+            raise ValueError(f"base_noise='zero' is for diffusion bases; a {base_type} base samples its own "
+                             "noise (use base_noise='random')")
         self.horizon, self.n_obs_steps = self.base.horizon, self.base.n_obs_steps
         self.n_action_steps = self.base.n_action_steps
         self.obs_shapes, self.action_dim = dict(self.base.obs_shapes), self.base.action_dim
@@ -170,7 +168,8 @@ class ResidualPolicy(Policy):
     def residual_input(self, obs: Mapping[str, torch.Tensor], base_action: torch.Tensor) -> torch.Tensor:
         """Residual input ``(B, in_dim)`` from the current observation ``{key: (B, *shape)}`` (raw) and
         the base action ``(B, A)`` (raw): the base's normalized observation (clipped to ``±INPUT_CLIP``),
-        then the base action in the ``[-1, 1]``-normalized action space."""
+        then, with ``fine_scale``, ``symlog(obs / fine_scale)`` of the raw observation, then the base
+        action in the ``[-1, 1]``-normalized action space."""
         norm = self.base.normalizer
         parts = [norm.normalize(k, obs[k].float()).flatten(1).clamp(-INPUT_CLIP, INPUT_CLIP) for k in self.obs_keys]
         if self.fine_scale is not None:  # symlog(x / fine_scale): millimetre resolution near zero of relative vectors
@@ -212,8 +211,7 @@ class ResidualPolicy(Policy):
                 "action_high": (self.action_mid + self.action_half).tolist(),
                 "hidden": list(self.hidden), "log_std_init": self.log_std_init, "learn_log_std": self.learn_log_std,
                 "scale": self.scale, "dim_scale": self.dim_scale, "fine_scale": self.fine_scale,
-                "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise,
-                "noise_correlation": self.noise_correlation}
+                "base_inference_steps": self.base_inference_steps, "base_noise": self.base_noise}
 
     def make_actor(self, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu",
                    deterministic: bool = True, generator: torch.Generator | None = None):
@@ -235,35 +233,16 @@ class ResidualActor:
                  device: str = "cpu", deterministic: bool = True, generator: torch.Generator | None = None):
         from robolearn.eval.rollout import ChunkActor
 
-        kwargs = {"generator": generator} if generator is not None and policy.base_type == "diffusion" else {}
+        sampled = policy.base_type in ("diffusion", "consistency")  # ACT takes no sampling arguments
+        kwargs = {"generator": generator} if generator is not None and sampled else {}
         self.policy, self.n_envs, self.device = policy, n_envs, device
         self.deterministic, self.generator = deterministic, generator
         self.base = ChunkActor(policy.base, n_envs, action_dim, obs_keys, device, **kwargs)
         self.last: dict[str, torch.Tensor] = {}
-        self.rho = float(getattr(policy, "noise_correlation", 0.0))
-        self._eps = torch.zeros(n_envs, policy.action_dim)  # each env's standard-normal exploration noise
-        self._fresh = np.ones(n_envs, dtype=bool)            # envs whose next noise starts a new sequence
 
     def reset(self, i: int) -> None:
         """A new episode starts in environment ``i``."""
         self.base.reset(i)
-        self._fresh[i] = True
-
-    def _noise(self, idx: Sequence[int], shape) -> torch.Tensor:
-        """Standard-normal exploration noise ``(len(idx), A)`` of the active envs ``idx``: independent
-        draws per step when ``rho`` is 0 (ResiP), else each env's AR(1) sequence
-        ``eps_t = rho * eps_{t-1} + sqrt(1 - rho^2) * xi_t`` (marginally N(0, 1) at every step;
-        Ornstein-Uhlenbeck-style temporally correlated exploration, Lillicrap et al. 2016, used with
-        PPO as in Raffin et al. 2021, gSDE), restarted from a fresh draw at each episode start."""
-        xi = torch.randn(shape, generator=self.generator)
-        if self.rho == 0.0:
-            return xi
-        ids = torch.as_tensor(list(idx), dtype=torch.long)
-        fresh = torch.from_numpy(self._fresh[list(idx)])
-        eps = torch.where(fresh[:, None], xi, self.rho * self._eps[ids] + (1.0 - self.rho ** 2) ** 0.5 * xi)
-        self._eps[ids] = eps
-        self._fresh[list(idx)] = False
-        return eps
 
     @torch.no_grad()
     def act(self, active: Sequence[bool], history: Sequence[deque]) -> np.ndarray:
@@ -282,7 +261,7 @@ class ResidualActor:
             if self.deterministic:
                 r = dist.mean
             else:
-                r = dist.mean + dist.stddev * self._noise(idx, dist.mean.shape)
+                r = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=self.generator)
             x[idx], res[idx], logp[idx] = x_a, r, dist.log_prob(r).sum(-1)
             out[idx] = p.combine(base[idx], r)
         self.last = {"input": x, "residual": res, "base": base, "log_prob": logp}

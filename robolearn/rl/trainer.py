@@ -89,8 +89,7 @@ def build_residual(base, base_type: str, env_action_space, rl_cfg: Mapping[str, 
         policy = ResidualPolicy(base_type, base.get_config(), low.tolist(), high.tolist(), hidden=list(r["hidden"]),
                                 log_std_init=float(r["log_std_init"]), learn_log_std=bool(r["learn_log_std"]),
                                 scale=float(r["scale"]), base_inference_steps=rl_cfg.get("base_inference_steps"),
-                                base_noise=str(rl_cfg.get("base_noise", "random")),
-                                noise_correlation=float(r.get("noise_correlation", 0.0)),
+                                base_noise=str(rl_cfg.get("base_noise", "zero")),  # the schema default
                                 dim_scale=None if r.get("dim_scale") is None else [float(v) for v in r["dim_scale"]],
                                 fine_scale=r.get("fine_scale"))
     except ValueError as exc:
@@ -177,7 +176,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
         actor_opt.load_state_dict(state["actor_opt"])
         critic_opt.load_state_dict(state["critic_opt"])
         gen.set_state(state["generator"])
-        for counter, nxt in zip(seeds, state["seed_next"]):
+        for counter, nxt in zip(seeds, state["seed_next"], strict=True):  # same groups: the config check above
             counter.next = int(nxt)
         history = list(state["history"])
         it, env_steps, wall_s = int(state["iteration"]), int(state["env_steps"]), float(state["wall_s"])

@@ -388,7 +388,6 @@ class ResidualConfig:
     fine_scale: Optional[float] = setting(None, gt=0)  # also feed symlog(obs / fine_scale) (raw units, e.g. 0.01 m; null: off)
     log_std_init: float = setting(-1.0, ge=-10, le=2)  # log std of the residual's Gaussian
     learn_log_std: bool = False                        # ResiP keeps it fixed
-    noise_correlation: float = setting(0.0, ge=0, lt=1)  # AR(1) rho of the training exploration noise (0: independent per step, as ResiP)
 
 
 @dataclass
@@ -398,7 +397,7 @@ class PPOConfig:
     gamma: float = setting(0.999, gt=0, le=1)          # discount per control step
     gae_lambda: float = setting(0.95, ge=0, le=1)
     clip: float = setting(0.2, gt=0)                   # the ratio's clip range
-    target_kl: Optional[float] = setting(0.1, gt=0)    # stop an update's epochs past this approximate KL (null: never)
+    target_kl: Optional[float] = setting(0.1, gt=0)    # stop the update before a minibatch whose approximate KL exceeds 1.5 x this (null: never)
     actor_lr: float = setting(3.0e-4, gt=0)
     critic_lr: float = setting(5.0e-3, gt=0)
     max_grad_norm: float = setting(1.0, gt=0)
