@@ -421,7 +421,8 @@ def block_rl(data: dict, machines: Machines) -> str:
                      f"env {t['env_s'] / busy:.0%}, base {t['base_s'] / busy:.0%}, residual {t['residual_s'] / busy:.0%}, "
                      f"PPO {t['update_s'] / busy:.0%}",
                      f"{machines.label(e['machine'])} · rl.json"])
-    return table(["task", "base", "base (50 held-out seeds)", "base + residual (same seeds)", "gain", "env steps, RL wall time", "env steps/s (time split)",
+    return table(["task", "base", "base (50 held-out seeds)", "base + residual (same seeds)", "gain", "env steps, RL wall time",
+                  "env steps/s (time split: collection parts in thread time over both collection threads, PPO in wall time)",
                   "machine · source"], rows)
 
 
