@@ -141,6 +141,16 @@ def test_zero_base_noise_makes_the_base_chunk_a_function_of_the_observation():
     assert torch.count_nonzero(draw_noise(rand.base, 5, torch.Generator().manual_seed(1))) > 0
     with pytest.raises(ValueError, match="base_noise"):
         ResidualPolicy("diffusion", base.get_config(), [-1.0] * 2, [1.0] * 2, base_noise="gaussian", **kw)
+    # a distilled consistency base cannot start from zeros: refused, in RL and in eval, not ignored
+    from robolearn.eval.rollout import set_zero_initial_noise
+    from robolearn.policies.consistency import ConsistencyPolicy
+
+    student = ConsistencyPolicy(base.get_config(), stats=stats)
+    with pytest.raises(ValueError, match="base_noise='zero' is for diffusion bases"):
+        ResidualPolicy("consistency", student.get_config(), [-1.0] * 2, [1.0] * 2, base_noise="zero", **kw)
+    ResidualPolicy("consistency", student.get_config(), [-1.0] * 2, [1.0] * 2, base_noise="random", **kw)
+    with pytest.raises(ValueError, match="ConsistencyPolicy does not start from x_T = 0"):
+        set_zero_initial_noise(student)
 
 
 def test_dim_scale_scales_each_action_dimension(toy_registered):
@@ -365,10 +375,37 @@ def test_eval_and_deploy_accept_the_combined_checkpoint(tiny_base, tmp_path):
     assert (tmp_path / "rl" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     res = evaluate_checkpoint(tmp_path / "rl", 1, n_envs=1, progress=False)
     assert res["n_episodes"] == 1 and res["seeds"] == [100000, 100000]
+    assert res["num_inference_steps"] == 4 and res["zero_initial_noise"]  # the base as RL ran it
+    res = evaluate_checkpoint(tmp_path / "rl", 1, n_envs=1, progress=False, num_inference_steps=2)  # --ddim-steps
+    assert res["num_inference_steps"] == 2
     assert CheckpointPolicy(out["checkpoint"]).check()  # a per-step policy: deploy serves it step by step
     # (tests/test_rl_deploy.py deploys one on the Lift twin); the only twin, sim, simulates Lift, not insertion
     with pytest.raises(ConfigError, match="twin simulates task 'lift' but the policy was trained on 'insertion'"):
         PolicyStack(out["checkpoint"], robot="sim")
+
+
+def test_best_validation_checkpoint_is_what_the_run_directory_stands_for(tiny_base, tmp_path):
+    from robolearn.apps.rl import residual_rl
+    from robolearn.train.checkpoint import _checkpoint_dir
+
+    run = tmp_path / "rl"
+    args = [*RL_TINY, "rl.eval_every=1", "rl.eval_episodes=2", "rl.total_env_steps=72"]
+    out = residual_rl(tiny_base, args, run_dir=run, progress=False, final_eval=False)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val_success_rate"] for r in rows]
+    best = json.loads((run / "best.json").read_text())
+    first_max = vals.index(max(vals)) + 1  # the earliest iteration reaching the best score
+    assert best["val_success_rate"] == max(vals) and best["iteration"] == first_max
+    assert json.loads((run / "rl_summary.json").read_text())["best"] == best
+    assert out["checkpoint"] == str(run / "checkpoints" / "best") == str(_checkpoint_dir(run))
+    assert _checkpoint_dir(run / "checkpoints" / "latest") == run / "checkpoints" / "latest"
+    assert not (run / "checkpoints" / "best" / "train_state.json").exists()  # resume reads `latest` only
+    if first_max == len(vals):  # the best is the last iteration: same weights as latest
+        return
+    from safetensors.torch import load_file
+
+    wb, wl = (load_file(f"{run}/checkpoints/{n}/model.safetensors") for n in ("best", "latest"))
+    assert any(not torch.equal(wb[k], wl[k]) for k in wb if k.startswith("residual.actor"))
 
 
 def test_bad_base_and_task_mismatch_end_with_one_line(tiny_base, tmp_path):

@@ -108,12 +108,6 @@ def _check_control_mode(where: str, robot, adapter, task: str) -> None:
                           f"has {robot.limits.n_joints}")
 
 
-def _chunked_model(policy):
-    """The model that predicts ``policy``'s action chunks, which ``num_inference_steps`` and the
-    backend apply to: a per-step (residual-RL) policy's frozen ``base``, else the policy itself."""
-    return policy.base if getattr(policy, "per_step", False) else policy
-
-
 class CheckpointPolicy:
     """Policy factory for the runner: loads a checkpoint in the worker process.
 
@@ -148,12 +142,12 @@ class CheckpointPolicy:
     def __call__(self):
         import torch
 
-        from robolearn.eval.rollout import set_inference_steps
+        from robolearn.eval.rollout import chunked_model, set_inference_steps
         from robolearn.policies.fast import accelerate
         from robolearn.train.checkpoint import load_policy
 
         policy, cfg = load_policy(self.path, use_ema=self.use_ema)
-        chunked = _chunked_model(policy)
+        chunked = chunked_model(policy)
         set_inference_steps(chunked, self.num_inference_steps)
         if chunked is not policy:
             from robolearn.rl.stepper import ResidualStepper, warm_up
@@ -193,13 +187,13 @@ class CheckpointPolicy:
             ValueError: see :func:`robolearn.eval.rollout.set_inference_steps` and
                 :func:`robolearn.policies.fast.check_backend`.
         """
-        from robolearn.eval.rollout import set_inference_steps
+        from robolearn.eval.rollout import chunked_model, set_inference_steps
         from robolearn.policies.fast import check_backend
         from robolearn.train.checkpoint import load_policy
 
         check_backend(self.backend)
         policy = load_policy(self.path, use_ema=self.use_ema)[0]
-        chunked = _chunked_model(policy)
+        chunked = chunked_model(policy)
         set_inference_steps(chunked, self.num_inference_steps)
         check_backend(self.backend, chunked)
         return chunked is not policy

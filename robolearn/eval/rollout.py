@@ -292,12 +292,10 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
             raise ValueError(f"{name} must be >= {lo}, got {value}")
     check_backend(backend)
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
-    set_inference_steps(policy, num_inference_steps)
+    set_inference_steps(chunked_model(policy), num_inference_steps)
     set_action_steps(policy, n_action_steps)
     if zero_initial_noise:
-        if not hasattr(policy, "zero_initial_noise"):
-            raise ValueError(f"{type(policy).__name__} does not sample from noise: zero_initial_noise does not apply")
-        policy.zero_initial_noise = True
+        set_zero_initial_noise(chunked_model(policy))
     policy = accelerate(policy, backend, threads=torch.get_num_threads())
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
     seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
@@ -306,12 +304,32 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
                       video_dir=video_dir)
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
-                "num_inference_steps": getattr(policy, "num_inference_steps", None),
-                "zero_initial_noise": bool(getattr(getattr(policy, "base", policy), "zero_initial_noise", False)),
+                "num_inference_steps": getattr(chunked_model(policy), "num_inference_steps", None),
+                "zero_initial_noise": bool(getattr(chunked_model(policy), "zero_initial_noise", False)),
                 "n_action_steps": policy.n_action_steps, "backend": getattr(policy, "backend", "eager"),
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})
     return out
+
+
+def chunked_model(policy):
+    """The model that predicts ``policy``'s action chunks, which ``num_inference_steps``, the initial
+    noise and an inference backend apply to: a per-step (residual-RL) policy's frozen ``base``, else
+    the policy itself."""
+    return policy.base if getattr(policy, "per_step", False) else policy
+
+
+def set_zero_initial_noise(policy) -> None:
+    """Make a diffusion policy sample from ``x_T = 0`` (deterministic chunks with DDIM: how residual
+    RL runs its frozen base).
+
+    Raises:
+        ValueError: a policy that does not start from noise (ACT), or a consistency policy (which
+            cannot start from zeros).
+    """
+    if not hasattr(policy, "zero_initial_noise"):
+        raise ValueError(f"{type(policy).__name__} does not start from x_T = 0: zero initial noise does not apply")
+    policy.zero_initial_noise = True
 
 
 def set_inference_steps(policy, steps: int | None) -> None:

@@ -2,8 +2,14 @@
 
 A run directory holds ``checkpoints/latest`` (a regular checkpoint of policy type ``residual``:
 the base's weights copied in, so it does not depend on the base run, plus the residual's, the
-config, and the resume state), ``metrics.jsonl`` (one row per PPO iteration, rewritten from the
-checkpoint on resume so a killed session leaves no duplicate rows), TensorBoard scalars and
+config, and the resume state), ``checkpoints/best`` (the same without resume state, written each
+time the validation success rate beats every earlier validation of the run: the checkpoint a run
+directory stands for in ``robolearn eval`` and ``deploy``, and the one the final comparison
+evaluates; the validation seeds are disjoint from the held-out ones, so choosing on them does not
+bias the held-out figure; as robomimic and Diffusion Policy keep their best checkpoints by
+rollout success), ``best.json`` (its iteration, env steps and validation score), ``metrics.jsonl``
+(one row per PPO iteration, rewritten from the checkpoint on resume so a killed session leaves no
+duplicate rows), TensorBoard scalars and
 ``rl_summary.json``.
 """
 
@@ -115,7 +121,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
         base_dir: the base checkpoint or run directory.
 
     Returns:
-        The latest checkpoint directory.
+        The checkpoint to evaluate: ``checkpoints/best`` when a validation ran, else ``checkpoints/latest``.
 
     Raises:
         CheckpointError: unreadable base, or a run directory holding an RL run of another base or config.
@@ -128,7 +134,8 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     from robolearn.rl.collect import SeedCounter, collect_parallel, make_vector_env
     from robolearn.rl.ppo import PPOConfig, compute_gae, ppo_update
     from robolearn.rl.rewards import make_reward_fn
-    from robolearn.train.checkpoint import has_checkpoint, load_policy, load_train_state, read_policy_type
+    from robolearn.train.checkpoint import (has_checkpoint, load_policy, load_train_state, read_policy_type,
+                                            save_checkpoint)
     from robolearn.utils.progress import progress_bar
 
     rl = cfg.rl
@@ -137,6 +144,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     reserved = set().union(*check_seed_sets(cfg).values())
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints" / "latest"
+    best_dir = run_dir / "checkpoints" / "best"
     ppo = PPOConfig(**OmegaConf.to_container(rl.ppo, resolve=True))
     try:
         reward_fn = make_reward_fn(str(rl.reward), str(cfg.task.name), float(ppo.gamma))
@@ -181,6 +189,9 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
         history = list(state["history"])
         it, env_steps, wall_s = int(state["iteration"]), int(state["env_steps"]), float(state["wall_s"])
     saved_it = it  # the iteration the checkpoint holds
+    # the best validation so far (of the iterations the latest checkpoint holds: a run killed after
+    # writing `best` but before `latest` repeats that iteration exactly and writes `best` again)
+    best_val = max((r["val_success_rate"] for r in history if "val_success_rate" in r), default=-1.0)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -225,6 +236,12 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
                             "val_s": round(time.monotonic() - t2, 2)})
             wall_s += time.monotonic() - t0
             row["wall_s"] = round(wall_s, 3)
+            if row.get("val_success_rate", -1.0) > best_val:  # before `latest`: see best_val above
+                best_val = row["val_success_rate"]
+                save_checkpoint(best_dir, policy, cfg, "residual")
+                (run_dir / "best.json").write_text(json.dumps(
+                    {"iteration": it, "env_steps": env_steps, "wall_s": row["wall_s"], "val_success_rate": best_val,
+                     "val_episodes": int(rl.eval_episodes)}, indent=2))
             history.append(row)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -249,8 +266,9 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     summary = {"iterations": it, "env_steps": env_steps, "wall_s": round(wall_s, 1),
                "session_wall_s": round(time.monotonic() - t_session, 1), "base": str(base_dir),
                "env_steps_per_s_overall": round(env_steps / wall_s, 1) if wall_s else None}
+    summary["best"] = json.loads((run_dir / "best.json").read_text()) if has_checkpoint(best_dir) else None
     (run_dir / "rl_summary.json").write_text(json.dumps(summary, indent=2))
-    return ckpt_dir
+    return best_dir if has_checkpoint(best_dir) else ckpt_dir
 
 
 def _groups(n_envs: int, threads: int) -> list[int]:

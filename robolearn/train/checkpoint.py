@@ -198,10 +198,14 @@ def has_checkpoint(path: str | Path) -> bool:
 
 
 def _checkpoint_dir(path: str | Path) -> Path:
-    """The checkpoint directory of ``path`` (a checkpoint or a run directory), checked for its files."""
+    """The checkpoint directory of ``path`` (a checkpoint or a run directory: its ``checkpoints/best``
+    where the run keeps one, as a residual-RL run does, else ``checkpoints/latest``), checked for its files."""
     path = Path(path)
-    if not (path / "policy.json").exists() and has_checkpoint(path / "checkpoints" / "latest"):
-        path = path / "checkpoints" / "latest"  # a run directory
+    if not (path / "policy.json").exists():  # a run directory
+        for name in ("best", "latest"):
+            if has_checkpoint(path / "checkpoints" / name):
+                path = path / "checkpoints" / name
+                break
     path = resolve_checkpoint_dir(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -212,7 +216,7 @@ def _checkpoint_dir(path: str | Path) -> Path:
 
 
 def read_checkpoint_config(path: str | Path):
-    """The experiment config saved with a checkpoint (or a run directory's latest checkpoint).
+    """The experiment config saved with a checkpoint (or a run directory's: see :func:`_checkpoint_dir`).
 
     Raises:
         CheckpointError: not a checkpoint, or a ``config.yaml`` that is not a YAML mapping.
@@ -242,7 +246,7 @@ def read_policy_type(path: str | Path) -> str:
 
 
 def load_policy(path: str | Path, use_ema: bool = True, device: str = "cpu"):
-    """Rebuild a policy from a checkpoint directory (or a run directory holding ``checkpoints/latest``).
+    """Rebuild a policy from a checkpoint directory (or a run directory: its best checkpoint where it keeps one, else ``checkpoints/latest``).
 
     Args:
         path: checkpoint or run directory.
