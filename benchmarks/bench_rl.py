@@ -34,6 +34,10 @@ ENTRIES: dict[str, tuple[str, str, list[str]]] = {
     "insertion_diffusion_rl": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl", RL_OVERRIDES),
     # base: ... policy=act_small train.batch_size=64 train.lr=3e-4 train.steps=3000 run_dir=runs/insertion/act
     "insertion_act_rl": ("runs/insertion/act", "runs/insertion/act_rl", RL_OVERRIDES),
+    # base: robolearn collect --task so101_pick --episodes 50 --out runs/so101/demos.zarr, then robolearn train
+    # task=so101_pick policy=diffusion data.path=runs/so101/demos.zarr run_dir=runs/so101/diffusion train.steps=1500
+    # (under-trained on purpose: a second task where the base is below 0.9); sparse reward, configs/rl/so101.yaml
+    "so101_pick_diffusion_rl": ("runs/so101/diffusion", "runs/so101/diffusion_rl", ["rl=so101"]),
     # the same setting with the task's sparse success reward only (the default reward); run with a shorter budget
     "insertion_diffusion_rl_sparse": ("runs/insertion/diffusion", "runs/insertion/diffusion_rl_sparse",
                                       [*RL_OVERRIDES, "rl.reward=sparse"]),
@@ -66,8 +70,11 @@ def run_entry(name: str, budget_s: float, episodes: int, reuse_eval: bool = Fals
     steps = rows[-1]["env_steps"] if rows else 0
     split = {k: round(sum(r[k] for r in rows), 1) for k in ("env_s", "base_s", "residual_s", "update_s")}
     val = [(r["env_steps"], r["wall_s"], r["val_success_rate"]) for r in rows if "val_success_rate" in r]
+    best = summary.get("best")
     return {
+        "task": comp["residual"]["task"], "base_policy": comp["base"]["policy"],
         "base": base, "run_dir": run_dir, "overrides": overrides,
+        "selected": ({"checkpoint": "best", **best} if best else {"checkpoint": "latest"}),
         "base_eval": {k: comp["base"].get(k) for k in pick},
         "base_eval_rl_steps": {k: comp["base_rl_steps"].get(k) for k in pick} if comp["base_rl_steps"] else None,
         "residual_eval": {k: comp["residual"].get(k) for k in pick},

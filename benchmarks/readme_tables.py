@@ -399,13 +399,25 @@ def block_hal(data: dict, machines: Machines) -> str:
     return table(["what", "figure", "machine · source"], rows)
 
 
+def selected(e: dict) -> str:
+    """Which residual checkpoint an rl.json entry evaluated: the best validation's, or the last."""
+    sel = e.get("selected")
+    if sel is None:  # entries written before the run kept its best checkpoint: the last one
+        return " (the last checkpoint)"
+    if sel["checkpoint"] == "latest":
+        return " (the last checkpoint: no validation ran)"
+    return (f" (the best validation's: {sel['val_success_rate']:.2f} on {sel['val_episodes']} validation seeds "
+            f"after {n(sel['env_steps'])} steps, {minutes(sel['wall_s'])})")
+
+
 def block_rl(data: dict, machines: Machines) -> str:
     """Residual RL: base vs base + residual on the same held-out seeds, steps, time, throughput (rl.json)."""
     rows = []
     entries = data["rl"]["entries"]
     for name in list(entries):
         e = entries[name]  # (read by key: unshown_entries tracks it)
-        task, policy = name.split("_")[0], name.split("_")[1]
+        # entries written before bench_rl recorded task and base policy were all insertion_<policy>_...
+        task, policy = e.get("task", name.split("_")[0]), e.get("base_policy", name.split("_")[1])
         if name.endswith("_sparse"):
             policy += " (sparse reward)"
         b, r, b4 = e["base_eval"], e["residual_eval"], e["base_eval_rl_steps"]
@@ -416,12 +428,13 @@ def block_rl(data: dict, machines: Machines) -> str:
         rl_steps = f"; {success(b4)} as RL runs it ({b4['num_inference_steps']} DDIM steps{zero})" if b4 else ""
         rows.append([task, policy, f"{success(b)}{base_steps}{rl_steps}", success(r),
                      f"{(r['success_rate'] - b['success_rate']) * 100:+.0f} points",
-                     f"{n(e['env_steps'])} in {minutes(e['rl_wall_s'])}",
+                     f"{n(e['env_steps'])} in {minutes(e['rl_wall_s'])}{selected(e)}",
                      f"{n(e['env_steps_per_s_collect'])} collecting, {n(e['env_steps_per_s_overall'])} overall; "
                      f"env {t['env_s'] / busy:.0%}, base {t['base_s'] / busy:.0%}, residual {t['residual_s'] / busy:.0%}, "
                      f"PPO {t['update_s'] / busy:.0%}",
                      f"{machines.label(e['machine'])} · rl.json"])
-    return table(["task", "base", "base (50 held-out seeds)", "base + residual (same seeds)", "gain", "env steps, RL wall time",
+    return table(["task", "base", "base (50 held-out seeds)", "base + residual (same seeds)", "gain",
+                  "env steps, RL wall time (checkpoint evaluated)",
                   "env steps/s (time split: collection parts in thread time over both collection threads, PPO in wall time)",
                   "machine · source"], rows)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 def plot_learning_curve(metrics_path: str | Path, out_png: str | Path) -> Path | None:
     """Success rate against env steps and against wall time (training episodes, and the periodic
-    validation with its 95 % interval), from ``metrics.jsonl``; ``None`` when there are no rows yet."""
+    validation with its 95 % interval, its best point starred: the checkpoint the run keeps as
+    ``checkpoints/best``), from ``metrics.jsonl``; ``None`` when there are no rows yet."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,6 +29,8 @@ def plot_learning_curve(metrics_path: str | Path, out_png: str | Path) -> Path |
             x, y, lo, hi = zip(*val)
             ax.plot(x, y, "o-", color="C0", label="validation (deterministic)")
             ax.fill_between(x, lo, hi, color="C0", alpha=0.2)
+            best = y.index(max(y))  # the checkpoint `checkpoints/best` holds (the earliest best validation)
+            ax.plot(x[best], y[best], "*", color="C3", ms=12, label="best validation (checkpoints/best)")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("success rate")
