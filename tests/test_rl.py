@@ -509,3 +509,31 @@ def test_shaped_reward_is_potential_based_and_opt_in():
     assert float(fn(np.ones(1), path[1], path[1], np.ones(1, bool))[0]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no shaping potential for task 'lift'"):
         make_reward_fn("shaped", "lift", 0.99)
+
+
+@pytest.mark.parametrize("policy_type,steps,use_ema,expect", [
+    ("act", None, True, None),  # ACT run as eval runs it: no second base evaluation
+    ("act", None, False, {"num_inference_steps": None, "zero_initial_noise": False, "use_ema": False}),
+    ("diffusion", 10, True, {"num_inference_steps": 4, "zero_initial_noise": True, "use_ema": True}),
+])
+def test_compare_evaluates_the_base_as_rl_runs_it(monkeypatch, policy_type, steps, use_ema, expect):
+    """The second base evaluation happens exactly when RL runs the base differently from `robolearn eval`
+    (denoising steps, x_T = 0, or the raw instead of the EMA weights), with only the settings that apply."""
+    import robolearn.eval.rollout as rollout_mod
+    import robolearn.train.checkpoint as ckpt_mod
+    from robolearn.apps.rl import compare
+
+    calls = []
+
+    def fake_eval(path, episodes, progress=True, **kw):
+        calls.append((str(path), kw))
+        return {"num_inference_steps": steps, "seeds": [100000, 100049], "episodes": []}
+
+    monkeypatch.setattr(rollout_mod, "evaluate_checkpoint", fake_eval)
+    monkeypatch.setattr(ckpt_mod, "read_policy_type", lambda path: policy_type)
+    out = compare("base", "rl", 50, progress=False, base_inference_steps=4, base_noise="zero", use_ema=use_ema)
+    assert [c[0] for c in calls] == ["base", *(["base"] if expect else []), "rl"]
+    assert calls[0][1] == {} and calls[-1][1] == {}
+    assert (out["base_rl_steps"] is None) == (expect is None)
+    if expect:
+        assert calls[1][1] == expect

@@ -113,7 +113,8 @@ def compare(base_dir, combined_dir, episodes: int, progress: bool = True,
     base_rl = None
     steps = base.get("num_inference_steps")
     zero = base_noise == "zero" and read_policy_type(base_dir) == "diffusion"
-    if steps is not None and (base_inference_steps not in (None, steps) or zero or not use_ema):
-        base_rl = run(base_dir, num_inference_steps=base_inference_steps, zero_initial_noise=zero, use_ema=use_ema)
+    if (steps is not None and (base_inference_steps not in (None, steps) or zero)) or not use_ema:
+        base_rl = run(base_dir, num_inference_steps=None if steps is None else base_inference_steps,
+                      zero_initial_noise=zero, use_ema=use_ema)  # ACT has no steps: only its weights differ
     combined = run(combined_dir)
     return {"base": base, "base_rl_steps": base_rl, "residual": combined, "seeds": combined["seeds"]}
