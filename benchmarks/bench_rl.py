@@ -65,7 +65,7 @@ def run_entry(name: str, budget_s: float, episodes: int, reuse_eval: bool = Fals
     summary = json.loads((Path(run_dir) / "rl_summary.json").read_text())
     comp = out["comparison"]
     pick = ("success_rate", "success_ci95", "n_success", "n_episodes", "num_inference_steps", "zero_initial_noise",
-            "mean_episode_length")
+            "use_ema", "mean_episode_length")
     curve = Path(run_dir) / "learning_curve.png"
     if curve.is_file():  # the README shows it
         shutil.copyfile(curve, Path(__file__).parent / "results" / f"rl_{name.removesuffix('_rl')}_curve.png")
@@ -73,11 +73,13 @@ def run_entry(name: str, budget_s: float, episodes: int, reuse_eval: bool = Fals
     steps = rows[-1]["env_steps"] if rows else 0
     split = {k: round(sum(r[k] for r in rows), 1) for k in ("env_s", "base_s", "residual_s", "update_s")}
     val = [(r["env_steps"], r["wall_s"], r["val_success_rate"]) for r in rows if "val_success_rate" in r]
-    best = summary.get("best")
+    # the checkpoint the comparison evaluated (a reused comparison may predate the current best)
+    selected = comp.get("selected") or ({"checkpoint": "best", **summary["best"]} if summary.get("best")
+                                        else {"checkpoint": "latest"})
     return {
         "task": comp["residual"]["task"], "base_policy": comp["base"]["policy"],
         "base": base, "run_dir": run_dir, "overrides": overrides,
-        "selected": ({"checkpoint": "best", **best} if best else {"checkpoint": "latest"}),
+        "selected": selected,
         "base_eval": {k: comp["base"].get(k) for k in pick},
         "base_eval_rl_steps": {k: comp["base_rl_steps"].get(k) for k in pick} if comp["base_rl_steps"] else None,
         "residual_eval": {k: comp["residual"].get(k) for k in pick},

@@ -424,8 +424,10 @@ def block_rl(data: dict, machines: Machines) -> str:
         t = e["time_split_s"]
         busy = sum(t.values()) or 1.0
         base_steps = f" ({b['num_inference_steps']} DDIM steps)" if b.get("num_inference_steps") else ""
-        zero = ", from x_T = 0" if b4 and b4.get("zero_initial_noise") else ""
-        rl_steps = f"; {success(b4)} as RL runs it ({b4['num_inference_steps']} DDIM steps{zero})" if b4 else ""
+        how = [] if not b4 else [f"{b4['num_inference_steps']} DDIM steps" if b4.get("num_inference_steps") else None,
+                                 "from x_T = 0" if b4.get("zero_initial_noise") else None,
+                                 "raw weights, not EMA" if b4.get("use_ema") is False else None]
+        rl_steps = f"; {success(b4)} as RL runs it ({', '.join(h for h in how if h)})" if b4 else ""
         rows.append([task, policy, f"{success(b)}{base_steps}{rl_steps}", success(r),
                      f"{(r['success_rate'] - b['success_rate']) * 100:+.0f} points",
                      f"{n(e['env_steps'])} in {minutes(e['rl_wall_s'])}{selected(e)}",

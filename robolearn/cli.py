@@ -130,7 +130,7 @@ def cmd_rl(args) -> int:
     print(f"checkpoint: {out['checkpoint']}")
     comp = out["comparison"]
     if comp:
-        for name, label in (("base", "base"), ("base_rl_steps", "base at RL's denoising steps"),
+        for name, label in (("base", "base"), ("base_rl_steps", "base as RL runs it"),
                             ("residual", "base + residual")):
             r = comp.get(name)
             if r:

@@ -384,28 +384,43 @@ def test_eval_and_deploy_accept_the_combined_checkpoint(tiny_base, tmp_path):
         PolicyStack(out["checkpoint"], robot="sim")
 
 
-def test_best_validation_checkpoint_is_what_the_run_directory_stands_for(tiny_base, tmp_path):
-    from robolearn.apps.rl import residual_rl
-    from robolearn.train.checkpoint import _checkpoint_dir
+def test_best_validation_checkpoint_is_what_the_run_directory_stands_for(tiny_base, tmp_path, monkeypatch):
+    """Validation scores are scripted (the tiny base never succeeds): `best` follows the highest one,
+    survives a resume (the score to beat is the best checkpoint's own), and a fresh run in the same
+    directory drops an earlier run's `best`."""
+    import shutil
 
+    import robolearn.eval.rollout as rollout_mod
+    from robolearn.apps.rl import residual_rl
+    from robolearn.rl.trainer import read_best
+    from robolearn.train.checkpoint import _checkpoint_dir
+    from safetensors.torch import load_file
+
+    scores: list[float] = []
+    monkeypatch.setattr(rollout_mod, "summarize", lambda results: {"success_rate": (v := scores.pop(0)),
+                                                                    "success_ci95": [v, v]})
     run = tmp_path / "rl"
-    args = [*RL_TINY, "rl.eval_every=1", "rl.eval_episodes=2", "rl.total_env_steps=72"]
-    out = residual_rl(tiny_base, args, run_dir=run, progress=False, final_eval=False)
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    vals = [r["val_success_rate"] for r in rows]
-    best = json.loads((run / "best.json").read_text())
-    first_max = vals.index(max(vals)) + 1  # the earliest iteration reaching the best score
-    assert best["val_success_rate"] == max(vals) and best["iteration"] == first_max
+    args = [*RL_TINY, "rl.eval_every=1", "rl.eval_episodes=1"]
+    scores[:] = [0.1, 0.5, 0.3]
+    out = residual_rl(tiny_base, [*args, "rl.total_env_steps=72"], run_dir=run, progress=False, final_eval=False)
+    best = read_best(run)
+    assert best["iteration"] == 2 and best["val_success_rate"] == 0.5 and best["env_steps"] == 48
     assert json.loads((run / "rl_summary.json").read_text())["best"] == best
     assert out["checkpoint"] == str(run / "checkpoints" / "best") == str(_checkpoint_dir(run))
     assert _checkpoint_dir(run / "checkpoints" / "latest") == run / "checkpoints" / "latest"
     assert not (run / "checkpoints" / "best" / "train_state.json").exists()  # resume reads `latest` only
-    if first_max == len(vals):  # the best is the last iteration: same weights as latest
-        return
-    from safetensors.torch import load_file
-
     wb, wl = (load_file(f"{run}/checkpoints/{n}/model.safetensors") for n in ("best", "latest"))
-    assert any(not torch.equal(wb[k], wl[k]) for k in wb if k.startswith("residual.actor"))
+    assert any(not torch.equal(wb[k], wl[k]) for k in wb if k.startswith("residual.actor"))  # iteration 2, not 3
+    # resumed: 0.45 does not beat the best checkpoint's 0.5, 0.7 does
+    scores[:] = [0.45, 0.7]
+    residual_rl(tiny_base, [*args, "rl.total_env_steps=120"], run_dir=run, progress=False, final_eval=False)
+    assert read_best(run)["iteration"] == 5 and read_best(run)["val_success_rate"] == 0.7
+    # a fresh run in the same directory (its `latest` gone), validating never: no `best` of the old run
+    shutil.rmtree(run / "checkpoints" / "latest")
+    out = residual_rl(tiny_base, [*RL_TINY, "rl.total_env_steps=24"], run_dir=run, progress=False, final_eval=False)
+    assert read_best(run) is None and not (run / "checkpoints" / "best").exists()
+    assert out["checkpoint"] == str(run / "checkpoints" / "latest") == str(_checkpoint_dir(run))
+    assert scores == []
 
 
 def test_bad_base_and_task_mismatch_end_with_one_line(tiny_base, tmp_path):

@@ -68,14 +68,15 @@ def residual_rl(base_dir: str | Path, overrides: Sequence[str] = (), run_dir: st
     learning curve.
 
     Returns:
-        ``{"run_dir", "checkpoint", "comparison" (or None)}``; the comparison is also written to
+        ``{"run_dir", "checkpoint", "comparison" (or None)}``; the comparison (with ``selected``: the
+        residual checkpoint evaluated, ``best`` with its validation or ``latest``) is also written to
         ``<run>/eval_comparison.json`` and the curve to ``<run>/learning_curve.png``.
 
     Raises:
         CheckpointError, ConfigError: see :func:`robolearn.rl.trainer.train_residual`.
     """
     from robolearn.rl.report import plot_learning_curve
-    from robolearn.rl.trainer import train_residual
+    from robolearn.rl.trainer import read_best, train_residual
 
     cfg = rl_run_config(base_dir, overrides, run_dir)
     ckpt = train_residual(cfg, base_dir, progress=progress)
@@ -86,6 +87,8 @@ def residual_rl(base_dir: str | Path, overrides: Sequence[str] = (), run_dir: st
         comparison = compare(base_dir, ckpt, int(cfg.rl.final_eval_episodes), progress=progress,
                              base_inference_steps=cfg.rl.base_inference_steps, base_noise=str(cfg.rl.base_noise),
                              use_ema=bool(cfg.rl.use_ema))
+        best = read_best(run)  # which residual checkpoint the comparison evaluated
+        comparison["selected"] = {"checkpoint": "best", **best} if best is not None else {"checkpoint": "latest"}
         (run / "eval_comparison.json").write_text(json.dumps(comparison, indent=2))
     return {"run_dir": str(run), "checkpoint": str(ckpt), "comparison": comparison}
 
@@ -94,7 +97,8 @@ def compare(base_dir, combined_dir, episodes: int, progress: bool = True,
             base_inference_steps: int | None = None, base_noise: str = "random",
             use_ema: bool = True) -> dict[str, Any]:
     """Evaluate the base as ``robolearn eval`` runs it, the base as the residual runs it (its
-    denoising steps and initial noise under RL), and base + residual, on the same held-out seeds.
+    denoising steps, initial noise and weights (EMA or raw) under RL), and base + residual, on the
+    same held-out seeds.
 
     Returns:
         ``{"base": summary, "base_rl_steps": summary or None (when RL runs the base as eval does),

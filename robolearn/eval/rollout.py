@@ -274,8 +274,9 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     policy from ``x_T = 0`` (deterministic chunks: how residual RL runs its frozen base).
 
     Returns:
-        The :func:`summarize` dict plus ``checkpoint``, ``task``, ``seeds``, ``episodes`` (per-episode
-        results) and ``wall_s``.
+        The :func:`summarize` dict plus ``checkpoint``, ``checkpoint_dir`` (the directory read: a run
+        directory's best or latest checkpoint), ``use_ema``, ``task``, ``seeds``, ``episodes``
+        (per-episode results) and ``wall_s``.
 
     Raises:
         CheckpointError: unreadable checkpoint.
@@ -284,7 +285,7 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
             ``zero_initial_noise`` the policy cannot take.
     """
     from robolearn.policies.fast import accelerate, check_backend
-    from robolearn.train.checkpoint import load_policy
+    from robolearn.train.checkpoint import _checkpoint_dir, load_policy
 
     check_episode_args(episodes, seed_start)
     for name, value, lo in (("n_envs", n_envs, 1), ("n_videos", n_videos, 0)):
@@ -303,7 +304,8 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     results = rollout(policy, cfg.task, seeds, n_envs=n_envs, progress=progress, n_videos=n_videos,
                       video_dir=video_dir)
     out = summarize(results)
-    out.update({"checkpoint": str(checkpoint), "task": cfg.task.name, "policy": cfg.policy.name,
+    out.update({"checkpoint": str(checkpoint), "checkpoint_dir": str(_checkpoint_dir(checkpoint)),
+                "use_ema": bool(use_ema), "task": cfg.task.name, "policy": cfg.policy.name,
                 "num_inference_steps": getattr(chunked_model(policy), "num_inference_steps", None),
                 "zero_initial_noise": bool(getattr(chunked_model(policy), "zero_initial_noise", False)),
                 "n_action_steps": policy.n_action_steps, "backend": getattr(policy, "backend", "eager"),

@@ -8,16 +8,19 @@ from pathlib import Path
 
 def plot_learning_curve(metrics_path: str | Path, out_png: str | Path) -> Path | None:
     """Success rate against env steps and against wall time (training episodes, and the periodic
-    validation with its 95 % interval, its best point starred: the checkpoint the run keeps as
-    ``checkpoints/best``), from ``metrics.jsonl``; ``None`` when there are no rows yet."""
+    validation with its 95 % interval, starred where the run's ``checkpoints/best`` was taken),
+    from ``metrics.jsonl`` (and ``checkpoints/best/best.json`` beside it); ``None`` when there are no rows yet."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from robolearn.rl.trainer import read_best
+
     rows = [json.loads(l) for l in Path(metrics_path).read_text().splitlines() if l.strip()]
     if not rows:
         return None
+    best = read_best(Path(metrics_path).parent)  # the run's best checkpoint, if it keeps one
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, x_key, label in ((axes[0], "env_steps", "env steps"), (axes[1], "wall_s", "wall time (min)")):
         scale = 1 / 60 if x_key == "wall_s" else 1
@@ -29,8 +32,9 @@ def plot_learning_curve(metrics_path: str | Path, out_png: str | Path) -> Path |
             x, y, lo, hi = zip(*val)
             ax.plot(x, y, "o-", color="C0", label="validation (deterministic)")
             ax.fill_between(x, lo, hi, color="C0", alpha=0.2)
-            best = y.index(max(y))  # the checkpoint `checkpoints/best` holds (the earliest best validation)
-            ax.plot(x[best], y[best], "*", color="C3", ms=12, label="best validation (checkpoints/best)")
+            if best is not None:
+                ax.plot(best[x_key] * scale, best["val_success_rate"], "*", color="C3", ms=12,
+                        label="best validation (checkpoints/best)")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("success rate")

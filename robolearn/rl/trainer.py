@@ -2,12 +2,12 @@
 
 A run directory holds ``checkpoints/latest`` (a regular checkpoint of policy type ``residual``:
 the base's weights copied in, so it does not depend on the base run, plus the residual's, the
-config, and the resume state), ``checkpoints/best`` (the same without resume state, written each
-time the validation success rate beats every earlier validation of the run: the checkpoint a run
-directory stands for in ``robolearn eval`` and ``deploy``, and the one the final comparison
-evaluates; the validation seeds are disjoint from the held-out ones, so choosing on them does not
-bias the held-out figure; as robomimic and Diffusion Policy keep their best checkpoints by
-rollout success), ``best.json`` (its iteration, env steps and validation score), ``metrics.jsonl``
+config, and the resume state), ``checkpoints/best`` (the same without resume state, with
+``best.json``: its iteration, env steps and validation score; written each time the validation
+success rate beats the best checkpoint's: the checkpoint a run directory stands for in
+``robolearn eval`` and ``deploy``, and the one the final comparison evaluates; the validation seeds
+are disjoint from the held-out ones, so choosing on them does not bias the held-out figure; as
+robomimic and Diffusion Policy keep their best checkpoints by rollout success), ``metrics.jsonl``
 (one row per PPO iteration, rewritten from the checkpoint on resume so a killed session leaves no
 duplicate rows), TensorBoard scalars and
 ``rl_summary.json``.
@@ -16,6 +16,7 @@ duplicate rows), TensorBoard scalars and
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -189,9 +190,13 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
         history = list(state["history"])
         it, env_steps, wall_s = int(state["iteration"]), int(state["env_steps"]), float(state["wall_s"])
     saved_it = it  # the iteration the checkpoint holds
-    # the best validation so far (of the iterations the latest checkpoint holds: a run killed after
-    # writing `best` but before `latest` repeats that iteration exactly and writes `best` again)
-    best_val = max((r["val_success_rate"] for r in history if "val_success_rate" in r), default=-1.0)
+    if state is None:  # a fresh run: a `best` left by an earlier run in this directory is not this run's
+        for suffix in ("", ".old", ".tmp"):
+            shutil.rmtree(best_dir.with_name(best_dir.name + suffix), ignore_errors=True)
+    # the score to beat: the best checkpoint's own (a run killed after writing `best` but before
+    # `latest` repeats that iteration exactly, with the same score: `best` already holds it)
+    best = read_best(run_dir)
+    best_val = -1.0 if best is None else float(best["val_success_rate"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -238,10 +243,9 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
             row["wall_s"] = round(wall_s, 3)
             if row.get("val_success_rate", -1.0) > best_val:  # before `latest`: see best_val above
                 best_val = row["val_success_rate"]
-                save_checkpoint(best_dir, policy, cfg, "residual")
-                (run_dir / "best.json").write_text(json.dumps(
-                    {"iteration": it, "env_steps": env_steps, "wall_s": row["wall_s"], "val_success_rate": best_val,
-                     "val_episodes": int(rl.eval_episodes)}, indent=2))
+                meta = {"iteration": it, "env_steps": env_steps, "wall_s": row["wall_s"], "val_success_rate": best_val,
+                        "val_episodes": int(rl.eval_episodes)}
+                save_checkpoint(best_dir, policy, cfg, "residual", extra_files={"best.json": json.dumps(meta, indent=2)})
             history.append(row)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -266,9 +270,20 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     summary = {"iterations": it, "env_steps": env_steps, "wall_s": round(wall_s, 1),
                "session_wall_s": round(time.monotonic() - t_session, 1), "base": str(base_dir),
                "env_steps_per_s_overall": round(env_steps / wall_s, 1) if wall_s else None}
-    summary["best"] = json.loads((run_dir / "best.json").read_text()) if has_checkpoint(best_dir) else None
+    summary["best"] = read_best(run_dir)
     (run_dir / "rl_summary.json").write_text(json.dumps(summary, indent=2))
-    return best_dir if has_checkpoint(best_dir) else ckpt_dir
+    return best_dir if summary["best"] is not None else ckpt_dir
+
+
+def read_best(run_dir: str | Path) -> dict | None:
+    """``best.json`` of a residual-RL run's ``checkpoints/best`` (``iteration``, ``env_steps``,
+    ``wall_s``, ``val_success_rate``, ``val_episodes``), or None where the run has no complete best
+    checkpoint (no validation yet, or a run from before best checkpoints were kept)."""
+    from robolearn.train.checkpoint import has_checkpoint, resolve_checkpoint_dir
+
+    best_dir = Path(run_dir) / "checkpoints" / "best"
+    meta = resolve_checkpoint_dir(best_dir) / "best.json"
+    return json.loads(meta.read_text()) if has_checkpoint(best_dir) and meta.is_file() else None
 
 
 def _groups(n_envs: int, threads: int) -> list[int]:

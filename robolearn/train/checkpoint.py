@@ -155,6 +155,7 @@ def save_checkpoint(
     ema_policy: torch.nn.Module | None = None,
     train_state: dict | None = None,
     stats: dict | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (see module docstring).
 
@@ -166,6 +167,8 @@ def save_checkpoint(
         ema_policy: policy holding EMA weights, if any.
         train_state: resume state (optimizer, scheduler, step, RNG...), tensors allowed anywhere.
         stats: dataset statistics ``{key: {stat: array}}`` for ``stats.json``.
+        extra_files: ``{file name: text}`` written into the directory with the rest (atomically with
+            the weights), e.g. a residual-RL run's ``best.json``.
 
     Returns:
         The checkpoint directory.
@@ -183,6 +186,8 @@ def save_checkpoint(
     if stats is not None:
         readable = {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()}
         (tmp / "stats.json").write_text(json.dumps(readable, indent=1))
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
     if train_state is not None:
         tensors, skeleton = pack_state(train_state)
         save_file(tensors, str(tmp / "train_state.safetensors"))
