@@ -16,7 +16,6 @@ duplicate rows), TensorBoard scalars and
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -136,7 +135,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
     from robolearn.rl.ppo import PPOConfig, compute_gae, ppo_update
     from robolearn.rl.rewards import make_reward_fn
     from robolearn.train.checkpoint import (has_checkpoint, load_policy, load_train_state, read_policy_type,
-                                            save_checkpoint)
+                                            remove_checkpoint, save_checkpoint)
     from robolearn.utils.progress import progress_bar
 
     rl = cfg.rl
@@ -191,8 +190,7 @@ def train_residual(cfg: DictConfig, base_dir: str | Path, progress: bool = True)
         it, env_steps, wall_s = int(state["iteration"]), int(state["env_steps"]), float(state["wall_s"])
     saved_it = it  # the iteration the checkpoint holds
     if state is None:  # a fresh run: a `best` left by an earlier run in this directory is not this run's
-        for suffix in ("", ".old", ".tmp"):
-            shutil.rmtree(best_dir.with_name(best_dir.name + suffix), ignore_errors=True)
+        remove_checkpoint(best_dir)
     # the score to beat: the best checkpoint's own (a run killed after writing `best` but before
     # `latest` repeats that iteration exactly, with the same score: `best` already holds it)
     best = read_best(run_dir)

@@ -197,6 +197,14 @@ def save_checkpoint(
     return path
 
 
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete the checkpoint at ``path`` with its swap leftovers (``.old``, ``.tmp``); nothing where
+    there is none."""
+    path = Path(path)
+    for suffix in ("", ".old", ".tmp"):
+        shutil.rmtree(path.with_name(path.name + suffix), ignore_errors=True)
+
+
 def has_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` (or its ``.old`` twin) holds a complete checkpoint."""
     return _is_complete(resolve_checkpoint_dir(path))
