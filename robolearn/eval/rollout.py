@@ -293,10 +293,11 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
             raise ValueError(f"{name} must be >= {lo}, got {value}")
     check_backend(backend)
     policy, cfg = load_policy(checkpoint, use_ema=use_ema)
-    set_inference_steps(chunked_model(policy), num_inference_steps)
+    chunked = chunked_model(policy)
+    set_inference_steps(chunked, num_inference_steps)
     set_action_steps(policy, n_action_steps)
     if zero_initial_noise:
-        set_zero_initial_noise(chunked_model(policy))
+        set_zero_initial_noise(chunked)
     policy = accelerate(policy, backend, threads=torch.get_num_threads())
     n_envs = int(cfg.eval.n_envs if n_envs is None else n_envs)
     seeds = held_out_seeds(cfg, episodes, seed_start, exclude_seeds)
@@ -306,8 +307,8 @@ def evaluate_checkpoint(checkpoint, episodes: int, seed_start: int | None = None
     out = summarize(results)
     out.update({"checkpoint": str(checkpoint), "checkpoint_dir": str(_checkpoint_dir(checkpoint)),
                 "use_ema": bool(use_ema), "task": cfg.task.name, "policy": cfg.policy.name,
-                "num_inference_steps": getattr(chunked_model(policy), "num_inference_steps", None),
-                "zero_initial_noise": bool(getattr(chunked_model(policy), "zero_initial_noise", False)),
+                "num_inference_steps": getattr(chunked, "num_inference_steps", None),
+                "zero_initial_noise": bool(getattr(chunked, "zero_initial_noise", False)),
                 "n_action_steps": policy.n_action_steps, "backend": getattr(policy, "backend", "eager"),
                 "seeds": [seeds[0], seeds[-1]], "n_envs": n_envs, "wall_s": round(time.monotonic() - t0, 2),
                 "episodes": results})
