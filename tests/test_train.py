@@ -60,6 +60,32 @@ def test_train_writes_checkpoint_logs_and_summary(tmp_path):
     assert a.shape == (1, 4, 2) and torch.isfinite(a).all()
 
 
+def test_loss_terms_are_averaged_over_ranks_on_log_steps_only(tmp_path, monkeypatch):
+    """One sync point per log step (DDP's second per-step all_reduce is gone), and the summary's
+    loss EMA is still the EMA of every step's loss, not of the logged steps' losses only."""
+    from robolearn.train import distributed
+
+    toy_store(tmp_path / "toy.zarr")
+    means, real_mean = [], distributed.DistContext.mean
+    monkeypatch.setattr(distributed.DistContext, "mean", lambda self, v: means.append(v.clone()) or real_mean(self, v))
+    cfg = load_config([*overrides(tmp_path, 12), "train.log_every=1"])
+    train(cfg, progress=False)
+    every_step = [json.loads(l)["loss"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+                  if "loss" in json.loads(l)]
+    ema = every_step[0]
+    for v in every_step[1:]:
+        ema = 0.95 * ema + 0.05 * v
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert len(every_step) == 12 and summary["final_loss_ema"] == pytest.approx(ema, rel=1e-5)
+
+    means.clear()
+    cfg = load_config([*overrides(tmp_path, 12, run="run5")])  # log_every=5: steps 5, 10 and the last
+    train(cfg, progress=False)
+    assert len(means) == 3 and all(m.shape == (3,) for m in means)  # (loss, mse, loss EMA)
+    summary5 = json.loads((tmp_path / "run5" / "train_summary.json").read_text())
+    assert summary5["final_loss_ema"] == pytest.approx(ema, rel=1e-5)  # same seed, same steps
+
+
 def test_extending_steps_resumes_and_changed_config_is_refused(tmp_path):
     toy_store(tmp_path / "toy.zarr")
     train(load_config(overrides(tmp_path, 10)), progress=False)

@@ -181,7 +181,7 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
     start_step = step
     bar = progress_bar(total=tc.steps, initial=step, desc=f"train {cfg.policy.name}",
                        disable=not progress or not ctx.is_main, unit="step")
-    loss_ema = None
+    loss_ema = local_ema = None
     last_val = None
     policy.train()
     try:
@@ -191,11 +191,16 @@ def _train(cfg: DictConfig, progress: bool, ctx: distributed.DistContext) -> Pat
             sched.step()
             ema.step(policy.parameters())
             step += 1
-            logged = ctx.mean(torch.stack([loss.detach().float(), *(v.detach().float() for v in info.values())]))
-            value, info = float(logged[0]), dict(zip(info, logged[1:]))  # means over the global batch
-            loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
+            # This rank's loss terms and its EMA of the loss stay on the device; they are averaged over
+            # the ranks (one all_reduce, no host sync) on log steps only. The EMA is linear in the
+            # losses, so the mean of the ranks' EMAs is the EMA of the global-batch means.
+            local = torch.stack([loss.detach().float(), *(v.detach().float() for v in info.values())])
+            local_ema = local[0] if local_ema is None else 0.95 * local_ema + 0.05 * local[0]
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
+                logged = ctx.mean(torch.cat([local, local_ema.reshape(1)]))
+                value, loss_ema = float(logged[0]), float(logged[-1])  # means over the global batch
+                info = dict(zip(info, logged[1:-1]))
                 lr = sched.get_last_lr()[0]
                 bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{lr:.1e}", refresh=False)
                 writer.add_scalar("train/loss", value, step)
