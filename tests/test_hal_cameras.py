@@ -204,6 +204,10 @@ def test_twin_frames_equal_the_eval_envs_frames_for_the_same_state():
      r"cameras\.agentview\.camera: rendered cameras need the in-process twin"),
     ("so101", {"top": {"camera": "top", "width": 84, "height": 84, "fps": 20}},
      r"cameras\.top\.camera: rendered cameras need the in-process twin .* driver 'feetech'"),
+    ("sim", {"agentview": {"camera": "agentview", "width": 84, "height": 84, "fps": 20, "image_size": [64, 64]}},
+     r"cameras\.agentview\.image_size: a rendered camera renders at width x height"),
+    ("so101", {"top": {"source": 0, "width": 640, "height": 480, "image_size": [96]}},
+     r"cameras\.top\.image_size: must be \[height, width\] in px, each an integer >= 1, got \[96\]"),
 ])
 def test_camera_entries_are_checked_at_load(tmp_path, base, cameras, message):
     from robolearn.robots.config import load_robot_config
@@ -232,6 +236,12 @@ def test_a_bad_camera_name_is_a_config_error_naming_the_file_and_key(tmp_path):
     ({"agentview": {"camera": "agentview", "width": 64, "height": 84, "fps": 20},
       "robot0_eye_in_hand": {"camera": "robot0_eye_in_hand", "width": 84, "height": 84, "fps": 20}},
      r"cameras\.agentview: 64x84 px \(width x height\), but the policy was trained on 84x84"),
+    ({name: {"source": i, "width": 640, "height": 480, "fps": 30} for i, name in enumerate(CAMERAS)},
+     r"cameras\.agentview: 640x480 px \(width x height\), but the policy was trained on 84x84; add "
+     r"image_size: \[84, 84\] to resize the camera's frames"),
+    ({name: {"source": i, "width": 640, "height": 480, "fps": 30, "image_size": [84, 64]}
+      for i, name in enumerate(CAMERAS)},
+     r"cameras\.agentview\.image_size: \[84, 64\] \(height, width\), but the policy was trained on \[84, 84\]"),
 ])
 def test_deploy_checks_the_cameras_an_image_policy_needs(tmp_path, cameras, message):
     """Checked from the configs alone, before the checkpoint's weights are read or anything is built."""
@@ -254,15 +264,16 @@ def test_deploy_checks_the_cameras_an_image_policy_needs(tmp_path, cameras, mess
 @pytest.mark.parametrize("kind", ["rendered", "video_file"])
 def test_deploy_runs_an_image_policy_on_the_twin_and_reports_observation_ages(tmp_path, kind):
     """A tiny untrained image policy, 30 policy steps (1.5 s) on the twin: with the twin's rendered
-    cameras (hardware/sim.yaml), and with real-camera sources (OpenCV on video files, as a real
-    arm's config lists them)."""
+    cameras (hardware/sim.yaml), and with real-camera sources (OpenCV on 160 x 120 video
+    files, as a real arm's config lists them, resized to the policy's 84 x 84 by ``image_size``)."""
     from robolearn.apps.deploy import deploy
 
     ckpt = tiny_image_checkpoint(tmp_path / "ckpt", max_steps=30)
     robot = "sim"
     if kind == "video_file":
-        robot = rig(tmp_path, {name: {"source": write_video(tmp_path / f"{name}.avi", (40 * i, 90, 200)), "loop": True,
-                                      "width": 84, "height": 84, "fps": 20} for i, name in enumerate(CAMERAS)})
+        robot = rig(tmp_path, {name: {"source": write_video(tmp_path / f"{name}.avi", (40 * i, 90, 200), (160, 120)),
+                                      "loop": True, "width": 160, "height": 120, "fps": 20, "image_size": [84, 84]}
+                               for i, name in enumerate(CAMERAS)})
     before = set(multiprocessing.active_children())
     out = deploy(ckpt, robot=robot, episodes=1, realtime=False, progress=False)
     assert [p for p in multiprocessing.active_children() if p not in before] == []

@@ -143,8 +143,17 @@ def test_opencv_camera_reads_newest_frames_without_blocking(tmp_path):
         assert frame[..., 0].mean() > 150 and frame[..., 2].mean() < 50  # converted to RGB
     finally:
         cam.close()
+    cam = OpenCVCamera(path, loop=True, image_size=(12, 16))  # (height, width): a policy's input size
+    try:
+        frame, _ = cam.read()
+        assert frame.shape == (12, 16, 3) and frame.dtype == np.uint8
+        assert frame[..., 0].mean() > 150 and frame[..., 2].mean() < 50  # resized after the BGR -> RGB
+    finally:
+        cam.close()
     with pytest.raises(DeviceError, match="cannot be opened"):
         OpenCVCamera(str(tmp_path / "missing.avi"))
+    with pytest.raises(ValueError, match=r"image_size must be \(height, width\) >= 1 px, got \(0, 16\)"):
+        OpenCVCamera(path, image_size=(0, 16))
 
 
 def test_recorder_commits_in_a_thread_without_blocking_the_loop_and_raises_its_error_at_close():

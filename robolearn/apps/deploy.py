@@ -47,11 +47,12 @@ ROBOT_STATE_OBS = ("eef_pos", "eef_quat", "gripper", "joint_pos")
 
 
 def _check_policy_cameras(rcfg: dict, names: list[str], image_size) -> None:
-    """The robot config lists every camera the policy sees, at the size it was trained on.
+    """The robot config lists every camera the policy sees, at the size it was trained on (a real
+    camera's ``image_size`` when it resizes, else its ``width`` x ``height``).
 
     Raises:
-        ConfigError: a missing camera (``<file>: cameras: ...``), or a width/height that differs
-            from the task's ``image_size`` (``<file>: cameras.<name>: ...``).
+        ConfigError: a missing camera (``<file>: cameras: ...``), or a size that differs from the
+            task's ``image_size`` (``<file>: cameras.<name>: ...``).
     """
     if not names:
         return
@@ -65,15 +66,22 @@ def _check_policy_cameras(rcfg: dict, names: list[str], image_size) -> None:
     if image_size:
         h, w = int(image_size[0]), int(image_size[1])
         for n in names:
+            if cams[n].get("image_size") is not None:  # a real camera's frames, resized to this
+                rh, rw = (int(v) for v in cams[n]["image_size"])
+                if (rh, rw) != (h, w):
+                    raise ConfigError(f"{where}: cameras.{n}.image_size: [{rh}, {rw}] (height, width), but the "
+                                      f"policy was trained on [{h}, {w}]")
+                continue
             cw, ch = cams[n].get("width"), cams[n].get("height")
             if (cw is not None and cw != w) or (ch is not None and ch != h):
+                hint = (f"; add image_size: [{h}, {w}] to resize the camera's frames" if "source" in cams[n] else "")
                 raise ConfigError(f"{where}: cameras.{n}: {cw}x{ch} px (width x height), but the policy was trained "
-                                  f"on {w}x{h}")
+                                  f"on {w}x{h}{hint}")
 
 
 def _check_frames(where: str, cameras: dict, image_size) -> None:
     """Each camera's first frame has the policy's image shape ``(H, W, 3)`` (a device may deliver
-    another size than asked; frames are never resized behind the policy's back).
+    another size than asked; frames are resized only where the config says so, ``image_size``).
 
     Raises:
         DeviceError: a camera with another frame shape (named, with both shapes).

@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING
 
@@ -44,6 +44,9 @@ class CameraConfig:
     height: Optional[int] = None      #: px, >= 1
     fps: Optional[float] = None       #: Hz, > 0
     loop: Optional[bool] = None       #: restart a video file at its end
+    #: ``[height, width]`` px: a real camera's frames resized to this (``cv2.INTER_AREA``) in its
+    #: grabber thread, before recording stores them or a policy sees them (``source`` only)
+    image_size: Optional[List[int]] = None
 
 
 @dataclass
@@ -256,7 +259,15 @@ def _check_cameras(where: str, cameras: dict[str, Any] | None, driver: str | Non
                                   "policy was trained on, e.g. width: 84, height: 84, fps: 20)")
             if cam.get("loop") is not None:
                 raise ConfigError(f"{where}: {key}.loop: only a video file 'source' loops")
+            if cam.get("image_size") is not None:
+                raise ConfigError(f"{where}: {key}.image_size: a rendered camera renders at width x height; "
+                                  "image_size resizes a real camera's ('source') frames")
             continue
+        size = cam.get("image_size")
+        if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                            for v in size)):
+            raise ConfigError(f"{where}: {key}.image_size: must be [height, width] in px, each an integer >= 1, "
+                              f"got {list(size)!r}")
         if isinstance(src, bool) or not (isinstance(src, int) and src >= 0 or isinstance(src, str) and src):
             raise ConfigError(f"{where}: {key}.source: must be a device index >= 0, a device path or a video file, "
                               f"got {src!r}")

@@ -27,18 +27,25 @@ class OpenCVCamera:
             file is delivered at ``fps`` (default: the file's own rate, else 30 Hz), as a camera
             would deliver it, not as fast as it decodes.
         loop: restart a video file at its end (for tests and demos).
+        image_size: ``(height, width)`` px to resize every frame to (``cv2.INTER_AREA``, in the
+            grabber thread, so neither the control loop nor the policy pays for it): a policy's
+            input size from a device that delivers 640 x 480. ``None`` keeps the device's size.
 
     Raises:
         DeviceError: the source cannot be opened or gives no frame within 5 s.
+        ValueError: ``image_size`` is not two integers >= 1.
     """
 
     def __init__(self, source: int | str, width: int | None = None, height: int | None = None,
-                 fps: float | None = None, loop: bool = False):
+                 fps: float | None = None, loop: bool = False, image_size: Sequence[int] | None = None):
         import cv2
 
+        if image_size is not None and (len(image_size) != 2 or min(int(v) for v in image_size) < 1):
+            raise ValueError(f"camera {source!r}: image_size must be (height, width) >= 1 px, got {image_size!r}")
         self._cv2 = cv2
         self.source = source
         self.loop = loop
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         self._cap = cv2.VideoCapture(source)
         if not self._cap.isOpened():
             raise DeviceError(f"camera {source!r} cannot be opened")
@@ -77,6 +84,9 @@ class OpenCVCamera:
                 time.sleep(0.005)
                 continue
             rgb = self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
+            if self.image_size is not None and rgb.shape[:2] != self.image_size:
+                h, w = self.image_size
+                rgb = self._cv2.resize(rgb, (w, h), interpolation=self._cv2.INTER_AREA)  # area: no aliasing
             with self._lock:
                 self._frame, self._time = rgb, time.monotonic()
                 self.n_frames += 1
@@ -102,12 +112,14 @@ def make_cameras(cfg: dict[str, Any] | None, where: str = "cameras", robot: Any 
     """Cameras from a robot config's ``cameras`` section, checked first
     (:func:`robolearn.robots.config.check_cameras`) so none opens when one is wrong. Every camera
     is a :class:`~robolearn.robots.cameras.FrameSource` (``read() -> (newest frame, capture time)``;
-    calling it gives the frame): a ``source:`` entry an :class:`OpenCVCamera`, a ``camera:`` entry
+    calling it gives the frame): a ``source:`` entry an :class:`OpenCVCamera` (frames resized to its
+    ``image_size`` when given), a ``camera:`` entry
     a camera of the twin ``robot`` rendered beside the loop (``robot.make_camera``, see
     :meth:`robolearn.robots.twin.MujocoTwin.make_camera`).
 
     Args:
-        cfg: the section ``{name: {source | camera, width, height, fps, loop}}`` (``None``: no cameras).
+        cfg: the section ``{name: {source | camera, width, height, fps, loop, image_size}}`` (``None``:
+            no cameras).
         where: the file to name in messages.
         robot: the built (in-process) twin that rendered cameras render; needed only for those.
         names: build only these cameras (default: all of them), in this order.
