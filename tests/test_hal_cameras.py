@@ -284,3 +284,5 @@ def test_deploy_runs_an_image_policy_on_the_twin_and_reports_observation_ages(tm
     assert 0 < age["p50"] <= age["p99"] <= age["max"]
     assert all(out["cameras"][name]["frames"] >= 2 for name in CAMERAS)
     assert out["policy_latency_ms"]["p50"] > 0  # what deploy reported before, still there
+    assert out["chunks"] == sum(r["chunks"] for r in out["episodes"]) >= 1
+    assert 0 <= out["chunks_stale"] <= out["chunks"] and out["stale_dropped"] >= out["chunks_stale"]

@@ -39,6 +39,8 @@ def test_stale_actions_are_dropped_and_counted():
     assert kept == 7 and s.n_stale_dropped == 3  # 0.0, 0.1, 0.2 are before 0.26
     assert s.get(0.26)[0] == pytest.approx(2.6)  # interpolated from the last stale to the first fresh
     assert s.add_chunk(np.zeros((3, 1)), t0=0.0, dt=0.1, now=5.0) == 0 and s.n_stale_dropped == 6
+    s.add_chunk(np.zeros((3, 1)), t0=1.0, dt=0.1, now=0.99)  # arrives before its first action is due
+    assert (s.n_chunks, s.n_chunks_stale, s.n_stale_dropped) == (3, 2, 6)
 
 
 def test_holds_when_dry():

@@ -385,8 +385,11 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
 
     Returns:
         Success rate with its interval (like ``robolearn eval``), per-episode results (seed,
-        success, length in policy steps, stale actions dropped, dry periods, clamped commands),
-        and the loop's timing over all episodes (wake-up lateness percentiles in µs, overruns).
+        success, length in policy steps, stale actions dropped, chunks and stale chunks, dry
+        periods, clamped commands), and the loop's timing over all episodes (wake-up lateness
+        percentiles in µs, overruns). ``chunks_stale``: chunks that arrived after their first
+        action was due (the policy answered later than its slot: a fast policy has none), with
+        ``stale_dropped_per_chunk``.
         Image policies add ``obs_age_ms`` (per chunk, the policy's start on an observation minus
         the capture time of its oldest frame: ``p50``/``p99``/``max`` ms, ``chunks``, and per
         camera) and ``cameras`` (frames delivered and their mean rate). On a real arm (no success
@@ -430,6 +433,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             # the policy's first frames show this episode's scene, not the last one's (set-up, not the loop)
             wait_frames(st.cameras, after=t_reset)
             dropped0, dry0 = scheduler.n_stale_dropped, scheduler.n_dry
+            chunks0, stale0 = scheduler.n_chunks, scheduler.n_chunks_stale
             safety = st.new_safety()
             episode = {"steps": 0, "success": False}
 
@@ -448,6 +452,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             runs.append(stats)
             results.append({"seed": int(seed), "success": bool(episode["success"]), "length": episode["steps"],
                             "stale_dropped": scheduler.n_stale_dropped - dropped0, "dry": scheduler.n_dry - dry0,
+                            "chunks": scheduler.n_chunks - chunks0, "chunks_stale": scheduler.n_chunks_stale - stale0,
                             "clamped": safety.n_clamped, "refused": safety.n_refused,
                             "faults": [f.kind.value for f in safety.faults], "lag_s": round(getattr(rb, "lag_s", 0.0), 4)})
             bar.update(1)
@@ -463,6 +468,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         out["stalls"] = run_miss_rates(stall_windows(runner.chunk_log, stall_every), runs)
     lat = np.asarray(runner.latencies) * 1e3
     wall = time.monotonic() - t_start
+    n_chunks, n_stale = int(sum(r["chunks"] for r in results)), int(sum(r["chunks_stale"] for r in results))
     out.update({
         "success_measured": st.simulated,  # a real arm has no success check: episodes run to max_episode_steps
         "obs_age_ms": age_summary(source.obs_ages),
@@ -476,6 +482,9 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         "policy_latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                               "max": float(lat.max())} if len(lat) else {},
         "stale_dropped": int(sum(r["stale_dropped"] for r in results)), "dry_periods": int(sum(r["dry"] for r in results)),
+        # chunks that arrived after their first action was due (that action and maybe more dropped)
+        "chunks": n_chunks, "chunks_stale": n_stale,
+        "stale_dropped_per_chunk": round(sum(r["stale_dropped"] for r in results) / n_chunks, 3) if n_chunks else None,
         "cpu_pinning": pinning,
         "stall_s": stall_s, "stall_every": stall_every, "num_inference_steps": num_inference_steps, "backend": backend,
         "episodes": results,

@@ -69,7 +69,9 @@ class ActionScheduler:
         self.interpolate = bool(interpolate)
         self._chunks: deque[_Chunk] = deque(maxlen=max_chunks)
         self._last: np.ndarray | None = None
-        self.n_stale_dropped = 0
+        self.n_stale_dropped = 0    #: actions dropped because their time had passed when their chunk arrived
+        self.n_chunks = 0           #: chunks handed over
+        self.n_chunks_stale = 0     #: chunks whose first action had already passed when they arrived
         self.n_dry = 0
 
     def reset(self) -> None:
@@ -99,6 +101,8 @@ class ActionScheduler:
         first = int(np.argmax(keep)) if keep.any() else len(actions)
         lo = max(0, first - 1)
         self.n_stale_dropped += first
+        self.n_chunks += 1
+        self.n_chunks_stale += first > 0
         if first == len(actions):
             return 0
         chunk = _Chunk(times[lo:], actions[lo:].copy())
