@@ -220,8 +220,9 @@ class PolicyStack:
     Attributes:
         cfg, rcfg: the checkpoint's and the robot's configs.
         robot, runner, scheduler, source, adapter: the built parts (the runner's policy process is
-            started, the robot is not connected yet). :meth:`close` (or ``with PolicyStack(...)``)
-            stops the process and disconnects the robot.
+            started; the robot is connected only when the policy sees rendered cameras, which the
+            twin renders once connected: over its socket, in its server process). :meth:`close` (or
+            ``with PolicyStack(...)``) stops the process and disconnects the robot.
         cameras: ``{name: FrameSource}``, started, the ones the policy sees (``camera_names``, from
             its ``<name>_image`` keys); closed by :meth:`close`.
         simulated: whether the robot is a twin (task observation, seeded resets, success check).
@@ -312,14 +313,23 @@ class PolicyStack:
             from robolearn.robots.affinity import pinned
             from robolearn.teleop.cameras import make_cameras
 
-            with pinned(self.cpu_plan.get("cameras")) as self._camera_pinning:  # their threads inherit the CPUs
-                self.cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb, names=self.camera_names)
+            try:
+                if any("camera" in rcfg["cameras"][n] for n in self.camera_names):
+                    rb.connect()  # rendered cameras: the twin over its socket renders in its server, which must run
+                with pinned(self.cpu_plan.get("cameras")) as self._camera_pinning:  # their threads inherit the CPUs
+                    self.cameras = make_cameras(rcfg.get("cameras"), rcfg["_path"], robot=rb, names=self.camera_names)
+            except BaseException:
+                rb.disconnect()
+                raise
             self.source.cameras = self.cameras
         try:
             _check_frames(rcfg["_path"], self.cameras, cfg.task.get("image_size"))
             self.runner.start()  # last: nothing after it can fail and leave the policy process behind
         except BaseException:
-            close_all(self.cameras)
+            try:
+                close_all(self.cameras)
+            finally:
+                rb.disconnect()  # connected for rendered cameras (the socket twin's server process)
             raise
 
     def close(self) -> None:
@@ -430,8 +440,9 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             t_reset = time.monotonic()
             if st.simulated:
                 rb.reset(seed)
-            # the policy's first frames show this episode's scene, not the last one's (set-up, not the loop)
-            wait_frames(st.cameras, after=t_reset)
+            # the policy's first frames show this episode's scene, not the last one's (set-up, not the loop);
+            # the twin over its socket says when its server reset (frames stamped before show the last scene)
+            wait_frames(st.cameras, after=max(t_reset, getattr(rb, "reset_time", t_reset)))
             dropped0, dry0 = scheduler.n_stale_dropped, scheduler.n_dry
             chunks0, stale0 = scheduler.n_chunks, scheduler.n_chunks_stale
             safety = st.new_safety()

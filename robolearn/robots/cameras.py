@@ -5,7 +5,7 @@ once the newest frame, ``uint8 (H, W, 3)`` RGB with the top row first (as the ev
 ``<camera>_image`` observations), and the monotonic time (s) it was captured; ``(None, nan)``
 before the first frame. It never waits for a new frame: a camera runs at its own rate in its own
 thread, and the control loop (or the policy source on it) only takes what is there (DESIGN.md,
-"The HAL and the control loop"). Two kinds implement it:
+"The HAL and the control loop"). Three kinds implement it:
 
 * :class:`RenderedCamera`: a camera of a MuJoCo twin's model, rendered in its own thread at its
   configured fps. The thread never touches the twin's ``MjData``, which the loop's thread steps:
@@ -17,8 +17,11 @@ thread, and the control loop (or the policy source on it) only takes what is the
   the interpreter lock while it computes and renders (measured here: a thread rendering Lift's
   agentview back to back, 24 ms a frame on loaded cores, left the main thread's longest wake-up
   gap at 7.5 ms against 2.8 ms alone), so the loop keeps running meanwhile.
+* :class:`~robolearn.robots.socket_twin.SocketCamera`: a camera of the twin in its own process,
+  rendered there as above (the server's loop serves the tap) and streamed raw to a receiving
+  thread here, with its capture time.
 * :class:`~robolearn.teleop.cameras.OpenCVCamera` (real arms, as in recording): grabbed in a
-  thread, stamped on arrival.
+  thread, stamped on arrival (then resized to the config's ``image_size``, if any).
 
 :class:`ThreadedFrameSource` is the frame thread both rendered and test cameras share: capture on
 absolute deadlines ``t0 + k / fps`` (deadlines missed by a slow capture are skipped, not caught up
@@ -322,6 +325,21 @@ def wait_frames(cameras: Mapping[str, FrameSource], after: float = -math.inf,
                 raise DeviceError(f"camera {name!r} gave no new frame within {timeout_s:g} s")
             time.sleep(0.002)
     return out
+
+
+def start_camera(cam: "ThreadedFrameSource", timeout_s: float = 10.0) -> "ThreadedFrameSource":
+    """Start ``cam`` and wait for its first frame; ``cam`` is closed when that fails.
+
+    Raises:
+        DeviceError: the camera failed (its error chained) or gave no frame within ``timeout_s``.
+    """
+    cam.start()
+    try:
+        wait_frames({cam.name: cam}, timeout_s=timeout_s)
+    except BaseException:
+        cam.close()
+        raise
+    return cam
 
 
 def close_all(cameras: Mapping[str, FrameSource]) -> None:

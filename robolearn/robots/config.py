@@ -35,7 +35,8 @@ class CameraConfig:
 
     Exactly one of ``source`` (a real camera, :class:`~robolearn.teleop.cameras.OpenCVCamera`) and
     ``camera`` (a camera of the MuJoCo twin's model, rendered beside the loop:
-    :class:`~robolearn.robots.cameras.RenderedCamera`; in-process twin only, with width, height and
+    :class:`~robolearn.robots.cameras.RenderedCamera`; the MuJoCo twin only, in-process or over its
+    socket, with width, height and
     fps given)."""
 
     source: Any = None                #: OpenCV device index (>= 0), device path or video file
@@ -233,7 +234,8 @@ def _number(where: str, key: str, value: Any, lo: float = 0.0, lo_ok: bool = Fal
 
 def _check_cameras(where: str, cameras: dict[str, Any] | None, driver: str | None = None) -> None:
     """Value checks of a ``cameras:`` section; ``driver`` (when known) decides whether rendered
-    (``camera:``) entries are allowed: only on the in-process twin, whose state they render."""
+    (``camera:``) entries are allowed: only on the MuJoCo twin (in-process or over its socket),
+    whose state they render."""
     for name, cam in (cameras or {}).items():
         key = f"cameras.{name}"
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
@@ -247,10 +249,10 @@ def _check_cameras(where: str, cameras: dict[str, Any] | None, driver: str | Non
             _number(where, f"{key}.{dim}", cam.get(dim), lo=1, lo_ok=True, unit="px")
         _number(where, f"{key}.fps", cam.get("fps"), unit="Hz")
         if rendered is not None:
-            if driver is not None and driver != "mujoco_twin":
-                raise ConfigError(f"{where}: {key}.camera: rendered cameras need the in-process twin (driver: "
-                                  f"mujoco_twin), whose state they render; driver {driver!r} has none "
-                                  "(give a real camera's 'source' instead)")
+            if driver is not None and driver not in ("mujoco_twin", "mujoco_twin_socket"):
+                raise ConfigError(f"{where}: {key}.camera: rendered cameras need the MuJoCo twin (driver: "
+                                  f"mujoco_twin or mujoco_twin_socket), whose state they render; driver "
+                                  f"{driver!r} has none (give a real camera's 'source' instead)")
             if not str(rendered).strip():
                 raise ConfigError(f"{where}: {key}.camera: empty (a camera name of the twin's model)")
             unset = [k for k in ("width", "height", "fps") if cam.get(k) is None]

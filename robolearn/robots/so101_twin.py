@@ -218,6 +218,11 @@ class So101Sim(So101Kinematics):
         """The task's success check (the arm alone has no task: never solved)."""
         return self.scene is not None and self.scene.is_success(self.sim_data)
 
+    def camera_state(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """The model and the stepped ``MjData`` that cameras render (:attr:`sim_data`; ``data``
+        serves forward kinematics only)."""
+        return self.model, self.sim_data
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -259,7 +264,3 @@ class So101Twin(MujocoTwin):
             raise ValueError(f"So101Twin takes JOINT_POSITION commands, got {command.mode.value}")
         self.sim.set_joint_goal(np.asarray(command.joint_pos, float), command.gripper)
 
-    def camera_state(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
-        """The model and the stepped ``MjData`` that cameras render (``sim.sim_data``; the sim's own
-        ``data`` serves forward kinematics only)."""
-        return self.sim.model, self.sim.sim_data

@@ -91,6 +91,10 @@ class TwinSim:
         """The scene's raw ``MjData``, stepped by :meth:`step`."""
         return self.env.data
 
+    def camera_state(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """The model and the stepped ``MjData`` that cameras render."""
+        return self.model, self.data
+
     def eef_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """The controller's end-effector site pose: position ``(3,)`` m, quaternion ``(4,)`` xyzw."""
         self._rs.sim.forward()  # kinematics of the current joint state, not of the last step's start
@@ -278,9 +282,8 @@ class MujocoTwin:
 
     # ------------------------------------------------------------------ cameras
     def camera_state(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
-        """The model and the stepped ``MjData`` that cameras render (a twin whose sim keeps its
-        physics state elsewhere overrides this)."""
-        return self.sim.model, self.sim.data
+        """The model and the stepped ``MjData`` that cameras render (the simulator's ``camera_state``)."""
+        return self.sim.camera_state()
 
     def state_tap(self):
         """The :class:`~robolearn.robots.cameras.StateTap` of this twin's state (made on first use)."""
@@ -307,18 +310,12 @@ class MujocoTwin:
                 or a bad size or fps.
             DeviceError: no first frame within ``wait_s`` (the renderer failed: its error is chained).
         """
-        from robolearn.robots.cameras import RenderedCamera, wait_frames
+        from robolearn.robots.cameras import RenderedCamera, start_camera
 
         model, _ = self.camera_state()
         cam = RenderedCamera(name, model, self.state_tap(), camera, width, height, fps)
         self.publish_state()  # the first frame's state, so the camera starts before the loop does
-        cam.start()
-        try:
-            wait_frames({name: cam}, timeout_s=wait_s)
-        except Exception:
-            cam.close()
-            raise
-        return cam
+        return start_camera(cam, wait_s)
 
     def close(self) -> None:
         """Disconnect and release the simulator."""

@@ -33,7 +33,7 @@ class OpenCVCamera:
 
     Raises:
         DeviceError: the source cannot be opened or gives no frame within 5 s.
-        ValueError: ``image_size`` is not two integers >= 1.
+        ValueError: ``image_size`` is not two numbers >= 1 (``TypeError`` when not a sequence).
     """
 
     def __init__(self, source: int | str, width: int | None = None, height: int | None = None,
@@ -77,6 +77,7 @@ class OpenCVCamera:
                 next_t = max(next_t + self._period, time.monotonic() - self._period)
                 time.sleep(max(0.0, next_t - time.monotonic()))
             ok, bgr = self._cap.read()
+            t_arrival = time.monotonic()  # before conversion and resizing: the observation's age counts them
             if not ok:
                 if self.loop:
                     self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
@@ -88,7 +89,7 @@ class OpenCVCamera:
                 h, w = self.image_size
                 rgb = self._cv2.resize(rgb, (w, h), interpolation=self._cv2.INTER_AREA)  # area: no aliasing
             with self._lock:
-                self._frame, self._time = rgb, time.monotonic()
+                self._frame, self._time = rgb, t_arrival
                 self.n_frames += 1
 
     def read(self) -> tuple[np.ndarray, float]:
@@ -121,7 +122,8 @@ def make_cameras(cfg: dict[str, Any] | None, where: str = "cameras", robot: Any 
         cfg: the section ``{name: {source | camera, width, height, fps, loop, image_size}}`` (``None``:
             no cameras).
         where: the file to name in messages.
-        robot: the built (in-process) twin that rendered cameras render; needed only for those.
+        robot: the built twin (in-process or over its socket) that rendered cameras render;
+            needed only for those.
         names: build only these cameras (default: all of them), in this order.
 
     Raises:
@@ -145,8 +147,8 @@ def make_cameras(cfg: dict[str, Any] | None, where: str = "cameras", robot: Any 
             if "camera" in c:
                 make = getattr(robot, "make_camera", None)
                 if make is None:
-                    raise ConfigError(f"{where}: cameras.{name}.camera: a rendered camera needs the in-process "
-                                      f"MuJoCo twin, not {type(robot).__name__}")
+                    raise ConfigError(f"{where}: cameras.{name}.camera: a rendered camera needs the MuJoCo "
+                                      f"twin, not {type(robot).__name__}")
                 try:
                     cams[name] = make(name, c["camera"], c["width"], c["height"], c["fps"])
                 except ValueError as exc:
