@@ -53,15 +53,22 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     # gym-pusht (the peers' PushT, robolearn/envs/gym_pusht.py), 200 scripted demos; ACT as on Can.
     "gym_pusht_act": (["task=gym_pusht", "policy=act_small", "train.batch_size=64", "train.lr=3e-4", "train.steps=6000",
                        "train.num_threads=1", "data.path=runs/gym_pusht/demos.zarr", "run_dir=runs/gym_pusht/act"], 200),
-    # robosuite NutAssemblySquare, >= 200 scripted demos (220 attempts), 8000 steps (Can's) with the long
-    # schedule's warm-up, compiled, one thread (the other core ran a helper session's work).
-    "square_diffusion": (["task=square", "policy=diffusion", "train=long", "train.steps=8000",
-                          "train.compile=true", "train.num_threads=1", "data.path=runs/square/demos.zarr",
+    # gym-pusht's PushT with DP's low-dim observation: the run our PushT needed (500 scripted demos,
+    # 56,000 x 128, 2 actions per chunk at evaluation), compiled, two threads: ~4 h here, so it is
+    # trained over several sessions (the command resumes the run from its last checkpoint).
+    "gym_pusht_diffusion": (["task=gym_pusht", "policy=diffusion", "train=long", "train.steps=56000",
+                             "train.compile=true", "train.num_threads=2", "data.path=runs/gym_pusht/demos_500.zarr",
+                             "run_dir=runs/gym_pusht/diffusion"], 500),
+    # robosuite NutAssemblySquare, >= 200 scripted demos (220 attempts), the long schedule's warm-up,
+    # compiled. 8000 steps at one thread (square_diffusion_8k) ended with the validation loss still
+    # falling: 20000 steps at two threads.
+    "square_diffusion": (["task=square", "policy=diffusion", "train=long", "train.steps=20000",
+                          "train.compile=true", "train.num_threads=2", "data.path=runs/square/demos.zarr",
                           "run_dir=runs/square/diffusion"], 220),
 }
 
 #: name -> evaluate_checkpoint options (PushT's last millimetres need feedback: 2 actions per chunk)
-EVAL_OPTIONS: dict[str, dict] = {"pusht_diffusion": {"n_action_steps": 2}}
+EVAL_OPTIONS: dict[str, dict] = {"pusht_diffusion": {"n_action_steps": 2}, "gym_pusht_diffusion": {"n_action_steps": 2}}
 
 
 def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:

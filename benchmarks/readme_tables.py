@@ -272,10 +272,15 @@ LEARNING_ROWS = [
      "agent_pos + T keypoints (DP's low-dim)", "gym_pusht_act", "{steps} × {batch}, {min}*",
      "; mean max score {score}, mean length {length}",
      "— for ACT; on this env DP 0.91 (state CNN) / 0.84 (image, avg), LeRobot's DP 0.64"),
-    ("Square", "diffusion, {params}, 218 scripted demos (`train=long train.steps=8000 train.compile=true`)", "state",
-     "square_diffusion", "{steps} × {batch}, {min} on 1 thread*",
+    ("Square", "diffusion, {params}, 218 scripted demos (`train=long train.steps=20000 train.compile=true`, 2 threads)",
+     "state", "square_diffusion", "{steps} × {batch}, {min} (~62 min undisturbed; the first 10 min shared*)",
+     "; mean length {length} (limit 400); val loss flat over the last 5,000 steps (0.0049 at 15,000 and at "
+     "20,000, the cosine's tail): 2.5× the steps took it from 0.50 to 0.74, the next lever is a longer schedule "
+     "or more demos", "DP 0.92 (avg) / 0.98 (max), ph"),
+    ("Square", "the same recipe, `train.steps=8000`, 1 thread", "state", "square_diffusion_8k",
+     "{steps} × {batch}, {min} on 1 thread*",
      "; mean length {length} (limit 400); val loss still falling (0.0077 → 0.0068 over the last 2,000 steps): steps",
-     "DP 0.92 (avg) / 0.98 (max), ph"),
+     ""),
     ("insertion", "diffusion, {params}", "state", "insertion_diffusion", "{steps} × {batch}, {min}", "", "— (ours)"),
     ("insertion", "ACT, {params} (`policy=act_small`, lr 3e-4)", "state", "insertion_act", "{steps} × {batch}, {min}", "",
      "— (ours)"),
