@@ -149,7 +149,8 @@ def cmd_distill(args) -> int:
     s = out["summary"]
     before, after = s.get("gap_before") or {}, s.get("gap_after") or {}
     gaps = "; ".join(f"{k.replace('_', ' ')} {before[k]:.4f} -> {after[k]:.4f}" for k in before if k.startswith("gap") and k in after)
-    print(f"checkpoint: {out['checkpoint']} ({s['steps']} steps, {s['num_inference_steps']}-step student of a "
+    print(f"checkpoint: {out['checkpoint']} ({s.get('method', 'consistency')}, {s['steps']} steps, "
+          f"{s['num_inference_steps']}-step student of a "
           f"{s['teacher_steps']}-step DDIM teacher{'; ' + gaps if gaps else ''})")
     return 0
 
@@ -315,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--no-eval", action="store_true", help="skip the final base vs base + residual evaluation")
     rl.set_defaults(fn=cmd_rl)
 
-    ds = sub.add_parser("distill", help="distil a diffusion policy into a 1-3 step consistency policy; resumes a "
-                        "killed run")
+    ds = sub.add_parser("distill", help="distil a diffusion policy into a 1-3 step consistency policy "
+                        "(distill.method=consistency) or a 1-step student of its sampler (distill.method=direct); "
+                        "resumes a killed run")
     ds.add_argument("checkpoint", help="teacher checkpoint or run directory (a diffusion policy)")
     ds.add_argument("overrides", nargs="*", help="distillation settings (configs/distill/default.yaml), e.g. "
                     "distill.steps=4000 distill.num_inference_steps=2; distill=<name> picks another file")

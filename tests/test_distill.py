@@ -113,6 +113,31 @@ def test_distillation_brings_the_one_step_student_to_the_teacher(teacher, tmp_pa
     assert json.loads(lines[0])["step"] == 0 and json.loads(lines[-1])["step"] == 300
 
 
+def test_direct_distillation_regresses_one_step_onto_the_teachers_sampler(teacher, tmp_path):
+    """method=direct (Luhman & Luhman 2021): its target is the teacher's own DDIM sampler output from
+    the same noise; 300 updates bring the 1-step student's gap below a third of where it starts; a
+    direct student at more than one step is refused naming the key."""
+    t_pol, _ = load_policy(teacher)
+    student = ConsistencyPolicy(t_pol.get_config())
+    obs = _obs(t_pol, batch=4, seed=2)
+    want = t_pol.normalizer.normalize("action", t_pol.predict_action_chunk(obs, generator=torch.Generator().manual_seed(5)))
+    noise = torch.randn((4, t_pol.horizon, t_pol.action_dim), generator=torch.Generator().manual_seed(5))
+    got = distill_mod.teacher_sample(student, t_pol, noise, t_pol._encode_obs(obs))[:, t_pol.n_obs_steps - 1 :]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+    out = distill_checkpoint(teacher, [*DISTILL, "distill.method=direct", "distill.steps=300", "distill.val_every=300",
+                                       "distill.ckpt_every=300"], run_dir=tmp_path / "direct", progress=False)
+    before, after = out["summary"]["gap_before"], out["summary"]["gap_after"]
+    assert out["summary"]["method"] == "direct" and after["step"] == 300
+    assert after["gap_1step"] < before["gap_1step"] / 3, (before, after)
+    policy, _ = load_policy(out["checkpoint"])
+    assert isinstance(policy, ConsistencyPolicy) and policy.predict_action(obs).shape == (4, policy.n_action_steps, 2)
+    with pytest.raises(ConfigError, match="distill.num_inference_steps=2.*method=direct"):
+        distill_checkpoint(teacher, ["distill.method=direct", "distill.num_inference_steps=2"], run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="distill.method=progressive"):
+        distill_checkpoint(teacher, ["distill.method=progressive"], run_dir=tmp_path / "x")
+
+
 def test_interrupted_run_resumes_to_the_same_weights(teacher, tmp_path, monkeypatch):
     """A run stopped after its step-10 checkpoint and restarted with the same call makes the same
     next updates: its weights, target and EMA at step 20 equal an uninterrupted run's."""

@@ -1,5 +1,6 @@
 """``robolearn distill TEACHER [overrides]``: distil a trained diffusion policy into a one- to
-few-step consistency policy (:mod:`robolearn.train.distill`); resumable, loadable wherever a policy is."""
+few-step consistency policy, or (``distill.method=direct``) a one-step student of its DDIM sampler
+(:mod:`robolearn.train.distill`); resumable, loadable wherever a policy is."""
 
 from __future__ import annotations
 

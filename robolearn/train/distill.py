@@ -15,6 +15,12 @@ Diffusion Policy as in Consistency Policy, Prasad et al., RSS 2024). One update:
    function of :class:`~robolearn.policies.consistency.ConsistencyPolicy` (``f(x, boundary) = x``);
 6. AdamW step, target EMA update, and the evaluation EMA (the trainer's, :func:`robolearn.train.fast_step.make_optimizer` and :func:`~robolearn.train.fast_step.make_ema`).
 
+With ``method: direct`` (direct distillation, Luhman & Luhman 2021) an update is instead: the
+batch's observations, fresh initial noise ``z``, the teacher's full deterministic DDIM sample from
+``z`` (``teacher_steps`` evaluations, no gradient), and the loss ``|| f_theta(z, t_0) - sample ||^2``:
+the student learns the teacher sampler's one-evaluation map exactly where it is used (1 step), at
+``teacher_steps`` teacher evaluations per update instead of one (no target network involved).
+
 The student starts as the teacher (same weights). The run directory holds ``checkpoints/latest``
 (policy type ``consistency``, self-contained: the teacher is needed only while distilling),
 ``metrics.jsonl`` (rewritten from the checkpoint on resume), TensorBoard scalars and
@@ -86,6 +92,50 @@ def distillation_loss(student, target, teacher, batch: dict[str, torch.Tensor]) 
         x_next = ddim_step(x_t, eps, ab, student.alpha_bar(t_next), clip=bool(teacher.sample_scheduler.config.clip_sample))
         goal = target.consistency(x_next, t_next, target.encode_obs(obs))
     return F.mse_loss(student.consistency(x_t, t, student.encode_obs(obs)), goal)
+
+
+@torch.no_grad()
+def teacher_sample(student, teacher, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The teacher's deterministic DDIM sample (eta = 0) from initial noise ``x`` along the student's
+    discretisation (``student.grid``: the teacher's ``teacher_steps`` DDIM timesteps, then the clean end):
+    what the teacher's own sampler gives from the same noise (``clip_sample`` included).
+
+    Args:
+        x: ``(B, T, A)`` initial noise; cond: ``(B, To * feature_dim)`` the teacher's encoded observations.
+
+    Returns:
+        ``(B, T, A)`` clean sequences in the normalized action space.
+    """
+    B, grid = x.shape[0], student.grid.to(x.device)
+    clip = bool(teacher.sample_scheduler.config.clip_sample)
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        tt, tn = t.expand(B), t_next.expand(B)
+        x = ddim_step(x, teacher.model(x, tt, cond), student.alpha_bar(tt), student.alpha_bar(tn), clip=clip)
+    return x
+
+
+def direct_loss(student, teacher, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Direct distillation of the teacher's sampler (Luhman & Luhman, "Knowledge Distillation in
+    Iterative Generative Models for Improved Sampling Speed", 2021, Sec. 3): the student's single
+    evaluation at the chain's first timestep regresses, in squared L2, onto the teacher's full
+    ``teacher_steps``-step DDIM sample from the same initial noise (fresh noise each batch, so no fixed
+    noise-sample dataset is memorised). The demonstrations' actions are not used: only their
+    observations.
+
+    Args:
+        student: :class:`~robolearn.policies.consistency.ConsistencyPolicy`; teacher: the diffusion policy.
+        batch: ``obs.<key>: (B, To, ...)`` in raw units (``action`` is ignored).
+
+    Returns:
+        The scalar loss (gradients reach the student only).
+    """
+    obs = {k[4:]: v for k, v in batch.items() if k.startswith("obs.")}
+    cond_teacher = teacher._encode_obs(obs)
+    B, device = cond_teacher.shape[0], cond_teacher.device
+    z = torch.randn((B, student.horizon, student.action_dim), device=device)
+    goal = teacher_sample(student, teacher, z, cond_teacher)
+    t0 = student.grid[:1].to(device).expand(B)
+    return F.mse_loss(student.consistency(z, t0, student.encode_obs(obs)), goal)
 
 
 def _device(name: str) -> str:
@@ -211,6 +261,7 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
             raise CheckpointError(f"{ckpt_dir}: not a distillation checkpoint (another run in {run_dir}?); "
                                   f"use another run directory")
         a, b = (dict(OmegaConf.to_container(c.distill, resolve=True)) for c in (saved, cfg))
+        a.setdefault("method", "consistency")  # runs saved before distill.method existed
         changed = sorted(k for k in set(a) | set(b) if k not in RESUMABLE and a.get(k) != b.get(k))
         if changed or state["teacher"] != teacher_id:
             what = ", ".join(f"distill.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5]) or \
@@ -251,6 +302,7 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
                         stats=teacher_stats)
 
     bs, n_train, mu = int(dc.batch_size), len(data.train), float(dc.target_ema)
+    direct = str(dc.method) == "direct"
     t0, start = time.monotonic(), step
     bar = progress_bar(total=int(dc.steps), initial=step, desc="distill", unit="step", disable=not progress)
     loss_ema = None
@@ -258,7 +310,8 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
     try:
         while step < int(dc.steps):
             idx = rng.choice(n_train, size=bs, replace=n_train < bs)
-            loss = distillation_loss(student, target, teacher, data.batch(data.train, idx, device))
+            batch = data.batch(data.train, idx, device)
+            loss = direct_loss(student, teacher, batch) if direct else distillation_loss(student, target, teacher, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), dc.grad_clip)
@@ -298,7 +351,7 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
         writer.close()
     wall = time.monotonic() - t0
     gaps = [r for r in history if any(k.startswith("gap") for k in r)]
-    summary = {"steps": step, "resumed_from": start, "teacher": teacher_id, "teacher_steps": teacher_steps,
+    summary = {"method": str(dc.method), "steps": step, "resumed_from": start, "teacher": teacher_id, "teacher_steps": teacher_steps,
                "num_inference_steps": int(dc.num_inference_steps), "wall_s": round(wall, 2),
                "wall_s_total": round(wall_before + wall, 2),
                "samples_per_s": round((step - start) * bs / wall, 1) if step > start and wall > 0 else None,

@@ -444,11 +444,16 @@ class RLFileConfig:
 class DistillConfig:
     """A consistency-distillation run (``configs/distill/*.yaml``, ``robolearn distill TEACHER distill.<key>=value``):
     consistency distillation of a diffusion teacher (Song et al. 2023, Alg. 2, in the DDPM/DDIM form of
-    Luo et al. 2023; :mod:`robolearn.train.distill`), sized for a 2-core CPU.
+    Luo et al. 2023; :mod:`robolearn.train.distill`), sized for a 2-core CPU; or direct distillation of
+    the teacher's DDIM sampler (``method: direct``, Luhman & Luhman 2021).
 
-    Rule (:func:`_distill_rules`): ``num_inference_steps <= teacher_steps`` when ``teacher_steps`` is set.
+    Rules (:func:`_distill_rules`): ``num_inference_steps <= teacher_steps`` when ``teacher_steps`` is
+    set; ``num_inference_steps == 1`` with ``method: direct``.
     """
 
+    # consistency: consistency distillation (Song et al. 2023); direct: regression of the student's one
+    # evaluation on the teacher's full DDIM sample from the same noise (Luhman & Luhman 2021)
+    method: str = setting("consistency", choices=("consistency", "direct"))
     steps: int = _pos_int(3000)                        # optimizer steps
     batch_size: int = _pos_int(128)                    # windows per step
     lr: float = setting(1.0e-3, gt=0)                  # peak learning rate (AdamW), after linear warm-up, cosine decay (the teacher's training lr)
@@ -575,6 +580,9 @@ def _act_rules(p: DictConfig, root: DictConfig) -> Iterator[tuple[str, Any, str]
 
 @rule(DistillConfig)
 def _distill_rules(d: DictConfig, root: DictConfig) -> Iterator[tuple[str, Any, str]]:
+    if d.method == "direct" and d.num_inference_steps != 1:
+        yield ("num_inference_steps", d.num_inference_steps,
+               "1 with distill.method=direct (it distils the one-evaluation map only)")
     if d.teacher_steps is not None and d.num_inference_steps > d.teacher_steps:
         yield ("num_inference_steps", d.num_inference_steps,
                f"an integer in [1, {d.teacher_steps}] (at most teacher_steps, the chain it was distilled on)")
