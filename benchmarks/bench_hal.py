@@ -23,6 +23,11 @@ Needs a trained Lift checkpoint (``make quickstart`` makes one). Sections:
   DISCONNECT fault (goal: two periods).
 * ``deploy_vs_eval``: ``robolearn deploy`` on the twin and ``robolearn eval`` on the same checkpoint
   and seeds.
+* ``stale_chunks``: ``robolearn deploy`` on the twin (``--deploy-episodes``, at most 10) with the
+  checkpoint's sampler in eager torch, and with ``--stale-steps`` denoising steps on ONNX Runtime
+  (the cost of a distilled few-step policy: a consistency step runs the same network as a DDIM
+  step), or of ``--fast-checkpoint`` (a distilled student) at those steps: chunks that arrived after their first action was due, actions dropped per chunk, policy
+  latency, success.
 """
 
 from __future__ import annotations
@@ -200,6 +205,10 @@ def main() -> None:
                         "on the machine: the twin server)")
     p.add_argument("--out", default="benchmarks/results/hal.json")
     p.add_argument("--note", default=None, help="conditions to record in each section run (e.g. other load)")
+    p.add_argument("--stale-steps", type=int, default=1, help="denoising steps of the fast run of stale_chunks")
+    p.add_argument("--fast-checkpoint", default=None,
+                   help="stale_chunks' fast run deploys this checkpoint (e.g. a robolearn distill run) instead of "
+                        "--checkpoint at --stale-steps")
     args = p.parse_args()
     if not Path(args.checkpoint).exists():
         sys.exit(f"no checkpoint at {args.checkpoint}: run `make quickstart` first or pass --checkpoint")
@@ -224,6 +233,8 @@ def main() -> None:
         "link_loss_pulled_cable": lambda: link_loss("pulled_cable"),
         "link_loss_hung_server": lambda: link_loss("hung_server"),
         "deploy_vs_eval": lambda: deploy_vs_eval(args.checkpoint, args.deploy_episodes),
+        "stale_chunks": lambda: stale_chunks(args.checkpoint, min(args.deploy_episodes, 10), args.stale_steps,
+                                             args.fast_checkpoint),
     }
     for name, fn in sections.items():
         if (args.only and name not in args.only) or (not args.only and name.endswith("_socket")):
@@ -251,6 +262,22 @@ def deploy_vs_eval(checkpoint: str, episodes: int) -> dict:
             "deploy_loop_lateness_us": d["loop"]["lateness"], "deploy_missed_deadlines": d["loop"]["missed_deadlines"],
             "eval": {k: e[k] for k in ("success_rate", "success_ci95", "mean_episode_length", "wall_s")},
             "difference_points": round(100 * (d["success_rate"] - e["success_rate"]), 1)}
+
+
+def stale_chunks(checkpoint: str, episodes: int, fast_steps: int, fast_checkpoint: str | None = None) -> dict:
+    """Deploy on the twin as trained (eager) and with ``fast_steps`` denoising steps on ONNX Runtime
+    (of ``fast_checkpoint`` when given, e.g. a distilled student; else of ``checkpoint``)."""
+    runs = {}
+    fast = fast_checkpoint or checkpoint
+    for name, ckpt, kw in (("as_trained_eager", checkpoint, {}),
+                           (f"{fast_steps}_steps_onnxruntime", fast,
+                            {"num_inference_steps": fast_steps, "backend": "onnxruntime"})):
+        d = deploy(ckpt, "sim", episodes=episodes, realtime=True, progress=False, **kw)
+        runs[name] = {k: d[k] for k in ("num_inference_steps", "backend", "chunks", "chunks_stale", "stale_dropped",
+                                        "stale_dropped_per_chunk", "policy_latency_ms", "success_rate",
+                                        "mean_episode_length", "dry_periods")}
+        runs[name].update(checkpoint=str(ckpt), slot_ms=round(1e3 / d["policy_hz"], 1))
+    return {"episodes": episodes, "runs": runs}
 
 
 if __name__ == "__main__":

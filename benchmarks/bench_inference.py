@@ -6,7 +6,8 @@
 
 Entries (:data:`ENTRIES`): the state diffusion policy of Lift (``configs/policy/diffusion.yaml`` +
 ``configs/task/lift.yaml``) at 10 DDIM steps and at 3 and 1 steps (stand-ins for a distilled
-policy), the image diffusion policy (``diffusion_image`` + ``lift_image``: 2 cameras 84x84) and ACT
+policy: a consistency step runs the same network as a DDIM step), the image diffusion policy
+(``diffusion_image`` + ``lift_image``: 2 cameras 84x84) at 10, 3 and 1 steps, and ACT
 (``act_small``, the ACT config of every ACT entry in ``bench_policies.py``). These are **untrained**,
 randomly initialized from the configs (seeded), with synthetic normalizer statistics: latency does not
 depend on the weights. ``--checkpoint NAME=PATH`` adds a trained checkpoint (e.g. a distilled
@@ -44,6 +45,8 @@ ENTRIES: dict[str, tuple[str, str, int | None]] = {
     "state_dp_3steps": ("diffusion", "lift", 3),
     "state_dp_1step": ("diffusion", "lift", 1),
     "image_dp_10steps": ("diffusion_image", "lift_image", 10),
+    "image_dp_3steps": ("diffusion_image", "lift_image", 3),  # stand-ins for a distilled image policy
+    "image_dp_1step": ("diffusion_image", "lift_image", 1),
     "act": ("act_small", "lift", None),
 }
 BACKENDS = ("eager", "onnxruntime", "compile")

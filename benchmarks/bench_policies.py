@@ -59,6 +59,12 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     "gym_pusht_diffusion": (["task=gym_pusht", "policy=diffusion", "train=long", "train.steps=56000",
                              "train.compile=true", "train.num_threads=2", "data.path=runs/gym_pusht/demos_500.zarr",
                              "run_dir=runs/gym_pusht/diffusion"], 500),
+    # gym-pusht from pixels as DP's image PushT (96 x 96 image + agent_pos, crop 84 as DP's), 200
+    # scripted demos, the CPU-sized image encoder, 4000 x 64 (~lift_image_diffusion's budget): a row
+    # to set beside DP's 0.84, sized for one session, not its 3000 epochs.
+    "gym_pusht_image_diffusion": (["task=gym_pusht_image", "policy=diffusion_image", "policy.vision.crop=[84,84]",
+                                   "train.batch_size=64", "train.steps=4000", "data.path=runs/gym_pusht/demos_image.zarr",
+                                   "run_dir=runs/gym_pusht/image_diffusion"], 200),
     # robosuite NutAssemblySquare, >= 200 scripted demos (220 attempts), the long schedule's warm-up,
     # compiled. 8000 steps at one thread (square_diffusion_8k) ended with the validation loss still
     # falling: 20000 steps at two threads.
@@ -68,7 +74,8 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
 }
 
 #: name -> evaluate_checkpoint options (PushT's last millimetres need feedback: 2 actions per chunk)
-EVAL_OPTIONS: dict[str, dict] = {"pusht_diffusion": {"n_action_steps": 2}, "gym_pusht_diffusion": {"n_action_steps": 2}}
+EVAL_OPTIONS: dict[str, dict] = {"pusht_diffusion": {"n_action_steps": 2}, "gym_pusht_diffusion": {"n_action_steps": 2},
+                                 "gym_pusht_image_diffusion": {"n_action_steps": 2}}
 
 
 def run_entry(name: str, episodes: int, reuse_eval: bool = False) -> dict:

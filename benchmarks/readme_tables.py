@@ -3,9 +3,9 @@
     python benchmarks/readme_tables.py           # rewrite the blocks in README.md
     python benchmarks/readme_tables.py --check   # exit 1 when README.md differs from the JSON
 
-Reads ``benchmarks/results/{core,policies,hal,recorded,rl,inference,vs_lerobot*}.json``: all but ``recorded`` are written
-by ``bench_core.py``, ``bench_policies.py``, ``bench_hal.py``, ``bench_rl.py``, ``bench_inference.py`` and
-``bench_vs_lerobot.py``; ``recorded.json`` holds figures no
+Reads ``benchmarks/results/{core,policies,hal,recorded,rl,inference,distill,vs_lerobot*}.json``: all but ``recorded`` are
+written by ``bench_core.py``, ``bench_policies.py``, ``bench_hal.py``, ``bench_rl.py``, ``bench_inference.py``,
+``bench_distill.py`` and ``bench_vs_lerobot.py``; ``recorded.json`` holds figures no
 script's current output holds, each with where it was first recorded (an earlier results file, a
 commit message, or only the README text of a commit). Each block of README.md between
 ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->`` (NAME one of :data:`BLOCKS`) is
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-FILES = ("core", "policies", "hal", "recorded", "rl", "inference", "vs_lerobot", "vs_lerobot_model_step",
+FILES = ("core", "policies", "hal", "recorded", "rl", "inference", "distill", "vs_lerobot", "vs_lerobot_model_step",
          "vs_lerobot_model_step_act")
 DAGGER = "†"
 GL_NAMES = {"osmesa": "OSMesa", "egl": "EGL", "glfw": "GLFW"}
@@ -470,6 +470,34 @@ def block_inference(data: dict, machines: Machines) -> str:
             + "".join(f"\n\nConditions: {note}." for note in notes))
 
 
+def block_distill(data: dict, machines: Machines) -> str:
+    """Teacher vs distilled students: success on the same held-out seeds and batch-1 latency (distill.json)."""
+    def latency(e):
+        lat = e["latency_1_thread"]
+        cells = [f"{lat[b]['p50_ms']:.2f}" if "p50_ms" in lat.get(b, {}) else "—" for b in ("onnxruntime", "eager")]
+        return " / ".join(cells)
+
+    rows = []
+    for task, e in data["distill"]["entries"].items():
+        m = f"{machines.label(e['machine'])} · distill.json"
+        t = e["teacher"]
+        rows.append([task, "teacher (diffusion, DDIM)", str(t["num_inference_steps"]), str(t["n_action_steps"]),
+                     success(t), "—", latency(t), "—", m])
+        for name, s in e["students"].items():
+            d, sm = s["distill"] or {}, s["summary"] or {}
+            how = (f"{d.get('method', 'consistency')}, {n(sm['steps'])} × {d['batch_size']}, "
+                   f"{minutes(sm['wall_s_total'])}") if sm and d else "—"
+            for r in s["evals"].values():
+                rows.append([task, f"`{name}`", str(r["num_inference_steps"]), str(r["n_action_steps"]), success(r),
+                             f"{r['points_vs_teacher']:+.0f} points", latency(r), how, m])
+    notes = sorted({e["note"] for e in data["distill"]["entries"].values() if e.get("note")})
+    return (table(["task", "policy", "network evaluations per chunk", "actions per chunk", "success (same held-out seeds)",
+                   "vs teacher",
+                   "predict_action p50, 1 thread, ONNX Runtime / eager (ms)", "distillation (method, updates × batch, wall)",
+                   "machine · source"], rows)
+            + "".join(f"\n\nConditions: {note}." for note in notes))
+
+
 def block_vs_lerobot(data: dict, machines: Machines) -> str:
     """Training throughput, ours vs lerobot's, same dimensions and machine (vs_lerobot*.json)."""
     def machine(result):
@@ -508,7 +536,8 @@ def block_vs_lerobot(data: dict, machines: Machines) -> str:
 
 #: block name -> renderer, in render order (the machines legend last: the tables register machines)
 BLOCKS = {"main": block_main, "learning": block_learning, "pusht_chunks": block_pusht_chunks, "hal": block_hal,
-          "rl": block_rl, "inference": block_inference, "vs_lerobot": block_vs_lerobot, "machines": block_machines}
+          "rl": block_rl, "inference": block_inference, "distill": block_distill, "vs_lerobot": block_vs_lerobot,
+          "machines": block_machines}
 
 
 def render_blocks(data: dict) -> dict[str, str]:
