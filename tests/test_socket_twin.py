@@ -26,6 +26,19 @@ def wait_for_error(robot, limit_s=2.0, match=""):
     pytest.fail(f"link loss ({match!r}) not detected")
 
 
+def live_state(robot, limit_s=2.0):
+    """The first fresh state of a live link: on a loaded machine a read can find the newest state older
+    than the 3 ms stale limit for a moment, which is not the loss a test then injects."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            return robot.read_state()
+        except ConnectionError:
+            if time.monotonic() - t0 > limit_s:
+                raise
+            time.sleep(0.0005)
+
+
 @pytest.fixture
 def twin():
     tw = SocketTwin(drop_prob=0.0)
@@ -53,7 +66,7 @@ def test_states_stream_and_commands_move_the_arm(twin):
 
 
 def test_pulled_cable_is_detected(twin):
-    twin.read_state()
+    live_state(twin)
     twin.inject_disconnect()
     wait_for_error(twin, match="closed")
     with pytest.raises(ConnectionError, match="twin link closed"):
@@ -61,7 +74,7 @@ def test_pulled_cable_is_detected(twin):
 
 
 def test_hung_server_is_detected_from_stale_states(twin):
-    twin.read_state()
+    live_state(twin)
     twin.inject_freeze()
     wait_for_error(twin)
     with pytest.raises(ConnectionError, match="no state"):
