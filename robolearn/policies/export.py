@@ -77,16 +77,25 @@ class DDIMSampler(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """``inputs``: one tensor per key of ``policy.obs_shapes`` (in order), then ``noise``."""
         p = self.policy
-        obs = dict(zip(self.keys, inputs[:-1]))
-        x = inputs[-1]
-        cond = p._encode_obs(obs)
+        x = self.denoise(inputs[-1], p._encode_obs(dict(zip(self.keys, inputs[:-1]))))
+        return p.normalizer.unnormalize("action", x)[:, p.n_obs_steps - 1:]
+
+    def denoise(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The DDIM chain alone, in the normalized action space.
+
+        Args:
+            x: ``(B, horizon, A)`` initial noise; cond: ``(B, cond_dim)`` the policy's encoded observations.
+
+        Returns:
+            ``(B, horizon, A)`` clean sequences (normalized, the whole horizon).
+        """
         for t, s1, sa, sp, s1p in self.steps:
             eps = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
             x0 = (x - s1 * eps) / sa
             if self.clip is not None:
                 x0 = x0.clamp(-self.clip, self.clip)
             x = sp * x0 + s1p * eps
-        return p.normalizer.unnormalize("action", x)[:, p.n_obs_steps - 1:]
+        return x
 
 
 class ConsistencySampler(nn.Module):

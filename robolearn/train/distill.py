@@ -96,9 +96,9 @@ def distillation_loss(student, target, teacher, batch: dict[str, torch.Tensor]) 
 
 @torch.no_grad()
 def teacher_sample(student, teacher, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """The teacher's deterministic DDIM sample (eta = 0) from initial noise ``x`` along the student's
-    discretisation (``student.grid``: the teacher's ``teacher_steps`` DDIM timesteps, then the clean end):
-    what the teacher's own sampler gives from the same noise (``clip_sample`` included).
+    """The teacher's deterministic DDIM sample (eta = 0) from initial noise ``x`` in ``student.teacher_steps``
+    steps (the DDIM timesteps of the student's discretisation): what the teacher's own sampler gives from
+    the same noise (``clip_sample`` included), by :class:`~robolearn.policies.export.DDIMSampler`.
 
     Args:
         x: ``(B, T, A)`` initial noise; cond: ``(B, To * feature_dim)`` the teacher's encoded observations.
@@ -106,12 +106,9 @@ def teacher_sample(student, teacher, x: torch.Tensor, cond: torch.Tensor) -> tor
     Returns:
         ``(B, T, A)`` clean sequences in the normalized action space.
     """
-    B, grid = x.shape[0], student.grid.to(x.device)
-    clip = bool(teacher.sample_scheduler.config.clip_sample)
-    for t, t_next in zip(grid[:-1], grid[1:]):
-        tt, tn = t.expand(B), t_next.expand(B)
-        x = ddim_step(x, teacher.model(x, tt, cond), student.alpha_bar(tt), student.alpha_bar(tn), clip=clip)
-    return x
+    from robolearn.policies.export import DDIMSampler
+
+    return DDIMSampler(teacher, int(student.teacher_steps)).denoise(x, cond)
 
 
 def direct_loss(student, teacher, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -317,9 +314,10 @@ def distill(cfg: DictConfig, teacher_dir: str | Path, progress: bool = True) -> 
             torch.nn.utils.clip_grad_norm_(student.parameters(), dc.grad_clip)
             opt.step()
             sched.step()
-            with torch.no_grad():
-                for p_t, p_s in zip(target.parameters(), student.parameters()):
-                    p_t.lerp_(p_s, 1.0 - mu)  # theta- <- mu theta- + (1 - mu) theta
+            if not direct:  # direct distillation has no target network (it stays saved, for resume)
+                with torch.no_grad():
+                    for p_t, p_s in zip(target.parameters(), student.parameters()):
+                        p_t.lerp_(p_s, 1.0 - mu)  # theta- <- mu theta- + (1 - mu) theta
             ema.step(student.parameters())
             step += 1
             value = loss.item()
