@@ -31,6 +31,11 @@ from bench_inference import measure  # noqa: E402
 from bench_policies import machine_info, save_entry  # noqa: E402
 
 
+#: (checkpoint, steps) -> (latency record, policy's num_inference_steps, policy's n_action_steps):
+#: latency does not depend on the actions executed per chunk, so each (checkpoint, steps) is timed once
+_LATENCY: dict[tuple[str, int | None], tuple[dict, int | None, int]] = {}
+
+
 def evaluate(checkpoint: str, steps: int | None, episodes: int, n_action_steps: int | None, repeats: int) -> dict:
     """Success on the held-out seeds and batch-1 latency (1 thread; eager and ONNX Runtime) at ``steps``."""
     import torch
@@ -40,14 +45,17 @@ def evaluate(checkpoint: str, steps: int | None, episodes: int, n_action_steps: 
 
     r = evaluate_checkpoint(checkpoint, episodes, num_inference_steps=steps, n_action_steps=n_action_steps,
                             progress=True)
-    policy, _ = load_policy(checkpoint)
-    if steps is not None:
-        set_inference_steps(policy, steps)
-    threads = torch.get_num_threads()
-    latency = {b: measure(policy, b, 1, repeats) for b in ("eager", "onnxruntime")}
-    torch.set_num_threads(threads)  # measure() leaves one thread; the next evaluation runs as this one did
-    return {"num_inference_steps": getattr(policy, "num_inference_steps", None),
-            "n_action_steps": n_action_steps or policy.n_action_steps,
+    if (checkpoint, steps) not in _LATENCY:
+        policy, _ = load_policy(checkpoint)
+        if steps is not None:
+            set_inference_steps(policy, steps)
+        threads = torch.get_num_threads()
+        latency = {b: measure(policy, b, 1, repeats) for b in ("eager", "onnxruntime")}
+        torch.set_num_threads(threads)  # measure() leaves one thread; the next evaluation runs as this one did
+        _LATENCY[checkpoint, steps] = (latency, getattr(policy, "num_inference_steps", None), policy.n_action_steps)
+    latency, k, default_actions = _LATENCY[checkpoint, steps]
+    return {"num_inference_steps": k,
+            "n_action_steps": n_action_steps or default_actions,
             "success_rate": r["success_rate"], "n_success": r["n_success"], "n_episodes": r["n_episodes"],
             "success_ci95": r["success_ci95"], "mean_episode_length": r["mean_episode_length"],
             "eval_wall_s": r["wall_s"], "seeds": r["seeds"], "latency_1_thread": latency}
@@ -62,8 +70,8 @@ def main() -> None:
     p.add_argument("--steps", nargs="*", type=int, default=[1, 2, 3], help="student evaluations per chunk to measure")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--n-action-steps", type=int, nargs="*", default=[None],
-                   help="actions executed per chunk for the students, each evaluated (default: the policy's; the "
-                        "teacher always runs with the first)")
+                   help="actions executed per chunk for the students, each evaluated; 0 is the policy's own "
+                        "(default: 0 only; the teacher always runs with the first)")
     p.add_argument("--repeats", type=int, default=200, help="timed predict_action calls per latency figure")
     p.add_argument("--note", default="", help="conditions of this run (e.g. other jobs sharing the CPU)")
     p.add_argument("--out", default="benchmarks/results/distill.json")

@@ -431,7 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends a command's `overrides` at its first option: `distill CKPT --out DIR a=1` leaves
+    # `a=1` over. Overrides after options are overrides still; anything else is an unknown argument.
+    if extra and hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.debug:
         return args.fn(args)
     from robolearn.utils.errors import RobolearnError

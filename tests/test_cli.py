@@ -181,3 +181,16 @@ def test_inspect_flags_nonfinite_keys_and_episodes(store):
     info = json.loads(run_cli("inspect", str(store), "--json").stdout)
     assert info["keys"]["obs"]["nonfinite"] == {"count": 2, "nan": 1, "inf": 1, "episodes": [1, 2]}
     assert info["keys"]["action"]["nonfinite"]["count"] == 0
+
+
+def test_overrides_after_an_option_are_overrides(monkeypatch, capsys):
+    import robolearn.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_distill", lambda args: seen.update(vars(args)) or 0)
+    assert cli.main(["distill", "teacher", "--out", "runs/x", "distill.steps=5", "distill.method=direct"]) == 0
+    assert seen["checkpoint"] == "teacher" and seen["out"] == "runs/x"
+    assert seen["overrides"] == ["distill.steps=5", "distill.method=direct"]
+    with pytest.raises(SystemExit):  # an unknown option is still refused, not taken as an override
+        cli.main(["distill", "teacher", "--out", "runs/x", "distill.steps=5", "--nope"])
+    assert "unrecognized arguments: distill.steps=5 --nope" in capsys.readouterr().err
