@@ -101,11 +101,11 @@ def _flatten(x):
 
 
 def cmd_collect(args) -> int:
-    """``robolearn collect``: record scripted-expert episodes into a store."""
+    """``robolearn collect``: record scripted-expert (or trained-policy) episodes into a store."""
     from robolearn.apps.collect import collect
 
     result = collect(args.task, args.episodes, out=args.out, cameras=args.cameras, overrides=args.overrides,
-                     seed_start=args.seed_start, keep_failed=args.keep_failed, append=args.append,
+                     policy=args.policy, seed_start=args.seed_start, keep_failed=args.keep_failed, append=args.append,
                      overwrite=args.overwrite)
     print(f"collected {result['kept']} episodes ({result['steps']} steps) into {result['path']}; "
           f"dropped {result['dropped']} failed of {result['attempted']} attempted; {result['wall_s']:.1f} s")
@@ -290,8 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=500")
     q.set_defaults(fn=cmd_quickstart)
 
-    c = sub.add_parser("collect", help="record scripted-expert demonstrations into a Zarr store")
-    c.add_argument("--task", default="lift")
+    c = sub.add_parser("collect", help="record scripted-expert demonstrations (or a trained policy's rollouts) "
+                       "into a Zarr store")
+    c.add_argument("--task", help="task (default: lift; with --policy, the policy's)")
+    c.add_argument("--policy", metavar="CHECKPOINT",
+                   help="record this trained policy's rollouts instead of the scripted expert's (needs --out; "
+                        "e.g. to distil a student on the states it reaches: DAgger)")
     c.add_argument("--episodes", type=int, required=True, help="episodes to attempt")
     c.add_argument("--out", help="store path (default: data.path of the config)")
     c.add_argument("--seed-start", type=int, default=0)

@@ -173,6 +173,11 @@ def test_interrupted_run_resumes_to_the_same_weights(teacher, tmp_path, monkeypa
 
     with pytest.raises(CheckpointError, match="another config"):  # same run directory, other settings
         distill_checkpoint(teacher, [*args, "distill.target_ema=0.9"], run_dir=tmp_path / "killed", progress=False)
+    # more observations (DAgger: the student's rollouts appended) and more steps: the run goes on
+    more = toy_store(tmp_path / "more.zarr", n_episodes=10, T=16)
+    out = distill_checkpoint(teacher, [*args, "distill.steps=25", f"distill.data_path={more}"],
+                             run_dir=tmp_path / "killed", progress=False)
+    assert out["summary"]["resumed_from"] == 20 and out["summary"]["steps"] == 25
 
 
 def test_act_teacher_and_bad_settings_are_one_line_errors(tmp_path, capsys):

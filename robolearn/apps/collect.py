@@ -24,8 +24,11 @@ def collect_demos(
     append: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    expert=None,
+    source: str = "scripted_expert",
 ) -> dict[str, Any]:
-    """Roll out the task's scripted expert and commit each episode to a store, one at a time.
+    """Roll out the task's scripted expert (or another ``expert``, e.g. a trained policy's
+    :class:`~robolearn.eval.rollout.PolicyExpert`) and commit each episode to a store, one at a time.
 
     Episode ``i`` uses seed ``seed_start + i`` (appending continues after the largest seed already
     in the store). Failed episodes are discarded unless ``keep_failed``; their count is reported.
@@ -38,6 +41,8 @@ def collect_demos(
         keep_failed: also commit failed episodes (``meta/success`` is 0 for them).
         append: add to an existing store instead of refusing.
         overwrite: replace an existing store.
+        expert: ``expert(obs) -> action`` with ``reset(seed=...)`` (default: the task's scripted expert).
+        source: the store's ``source`` attribute of a new store (what recorded it).
 
     Returns:
         ``{"path", "attempted", "kept", "dropped", "steps", "wall_s", "seeds"}``.
@@ -58,7 +63,8 @@ def collect_demos(
 
     out = Path(out)
     env = make_env(task_cfg)
-    expert = make_expert(task_cfg.get("env") or task_cfg["name"])
+    if expert is None:
+        expert = make_expert(task_cfg.get("env") or task_cfg["name"])
     if out.exists() and not overwrite:
         store = open_for_append(out, task_cfg["name"], append, can_overwrite=True)
         if store.n_episodes and "seed" in store.meta_keys:
@@ -68,7 +74,7 @@ def collect_demos(
         obs, _ = env.reset(seed=seed_start)
         store = create_episode_store(
             out, obs=obs, action=_action_doc(env), fps=float(task_cfg.get("control_freq", 20)),
-            robot=task_cfg.get("robot"), task=task_cfg["name"], source="scripted_expert", overwrite=overwrite,
+            robot=task_cfg.get("robot"), task=task_cfg["name"], source=source, overwrite=overwrite,
             action_space={"type": env.action_type, "dim": len(low), "low": low, "high": high,
                           "layout": list(env.action_layout)},
             image_codec=task_cfg.get("image_codec"),
@@ -106,18 +112,54 @@ def collect_demos(
             "wall_s": round(time.monotonic() - t0, 2), "seeds": [seeds[0], seeds[-1]] if seeds else []}
 
 
-def collect(task: str, episodes: int, out: str | Path | None = None, cameras: list[str] | None = None,
-            overrides: list[str] | tuple = (), **kwargs) -> dict[str, Any]:
-    """``robolearn collect``: compose task ``task``'s config (with ``cameras`` as
+def collect(task: str | None, episodes: int, out: str | Path | None = None, cameras: list[str] | None = None,
+            overrides: list[str] | tuple = (), policy: str | Path | None = None, **kwargs) -> dict[str, Any]:
+    """``robolearn collect``: compose task ``task``'s config (default ``lift``; with ``cameras`` as
     ``task.cameras`` and further ``overrides``) and run :func:`collect_demos` into ``out``
     (default: the config's ``data.path``); ``kwargs`` go to :func:`collect_demos`.
 
+    With ``policy`` (a checkpoint or run directory) the demonstrator is that trained policy
+    (:class:`~robolearn.eval.rollout.PolicyExpert`, EMA weights) on the task of its own config
+    (``task.*`` overrides apply on top; ``cameras`` are refused: the policy's config names its cameras;
+    ``out`` is required), and
+    the store's ``source`` names the checkpoint. Its rollouts are the states a policy reaches
+    itself: ``robolearn distill`` can distil a student on them (DAgger).
+
     Raises:
-        ConfigError: a bad override or unknown task.
+        ConfigError: a bad override or unknown task; ``task`` other than the policy's; ``cameras``
+            or no ``out`` with ``policy``.
+        CheckpointError: an unreadable ``policy`` checkpoint.
         StoreError: see :func:`collect_demos`.
     """
     from robolearn.utils.config import load_config
+    from robolearn.utils.errors import ConfigError
 
-    cams = [f"task.cameras=[{','.join(cameras)}]"] if cameras else []
-    cfg = load_config([f"task={task}", *cams, *overrides])
-    return collect_demos(cfg.task, out or cfg.data.path, episodes, **kwargs)
+    if policy is None:
+        cams = [f"task.cameras=[{','.join(cameras)}]"] if cameras else []
+        cfg = load_config([f"task={task or 'lift'}", *cams, *overrides])
+        return collect_demos(cfg.task, out or cfg.data.path, episodes, **kwargs)
+
+    from omegaconf import OmegaConf
+
+    from robolearn.eval.rollout import PolicyExpert
+    from robolearn.train.checkpoint import _checkpoint_dir, load_policy
+
+    if out is None:
+        raise ConfigError("collect: --policy needs --out (the store of the policy's rollouts)")
+    if cameras:
+        raise ConfigError("collect: --cameras does not apply with --policy (the policy's config names its cameras)")
+    model, pcfg = load_policy(policy)
+    if task is not None and task != pcfg.task.name:
+        raise ConfigError(f"collect: --task {task} but the policy {policy} was trained on {pcfg.task.name}")
+    if overrides:
+        bad = [o for o in overrides if not o.startswith("task.")]
+        if bad:
+            raise ConfigError(f"collect: with --policy only task.* overrides apply (the task of the policy's config), got {bad}")
+        OmegaConf.set_struct(pcfg, True)  # a misspelt key is refused, not added
+        try:
+            pcfg = OmegaConf.merge(pcfg, OmegaConf.from_dotlist(list(overrides)))
+        except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError
+            raise ConfigError(f"collect: bad override ({str(exc).splitlines()[0]})") from None
+    expert = PolicyExpert(model, list(pcfg.task.obs_keys), int(model.action_dim))
+    return collect_demos(pcfg.task, out, episodes, expert=expert,
+                         source=f"policy {_checkpoint_dir(policy).resolve()}", **kwargs)

@@ -81,6 +81,54 @@ class ChunkActor:
         return actions
 
 
+class PolicyExpert:
+    """A trained policy as a one-environment demonstrator, ``expert(obs) -> action``, the interface of
+    the scripted experts (:func:`robolearn.envs.make_expert`): :func:`robolearn.apps.collect.collect_demos`
+    records its rollouts (the observations it visits, the actions it executes), e.g. to distil a
+    student on the states it reaches itself (DAgger, Ross et al., AISTATS 2011).
+
+    It keeps the last ``n_obs_steps`` observations (the first repeated at the start of an episode, as
+    :func:`rollout` does) and executes ``n_action_steps`` actions of each chunk open loop
+    (:class:`ChunkActor`). :meth:`reset` seeds torch's global generator with the episode seed, so the
+    same policy and seeds give the same episodes.
+
+    Args:
+        policy: a :class:`~robolearn.policies.base.Policy` (eval mode).
+        obs_keys: the observation keys the policy sees.
+        action_dim: the environment's action size.
+        device: torch device of the policy.
+    """
+
+    def __init__(self, policy, obs_keys: Sequence[str], action_dim: int, device: str = "cpu"):
+        self.keys = list(obs_keys)
+        self.n_obs_steps = int(policy.n_obs_steps)
+        self.actor = make_actor(policy, 1, action_dim, self.keys, device)
+        self.history: deque = deque(maxlen=self.n_obs_steps)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: clear the history and the queued actions; seed torch with ``seed``."""
+        self.history.clear()
+        self.actor.reset(0)
+        if seed is not None:
+            torch.manual_seed(int(seed))
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The action for ``obs`` (``{key: array}``, raw units, one step): ``(action_dim,)`` float32.
+
+        Raises:
+            KeyError: ``obs`` lacks a key the policy sees.
+        """
+        missing = [k for k in self.keys if k not in obs]
+        if missing:
+            raise KeyError(f"the observation lacks {missing} that the policy sees (it has {sorted(obs)})")
+        step = {k: np.asarray(obs[k]) for k in self.keys}
+        if not self.history:
+            self.history.extend([step] * self.n_obs_steps)
+        else:
+            self.history.append(step)
+        return self.actor.act([True], [self.history])[0]
+
+
 def make_actor(policy, n_envs: int, action_dim: int, obs_keys: Sequence[str], device: str = "cpu"):
     """The actor that runs ``policy`` in :func:`rollout`: the policy's own (``policy.make_actor``, e.g.
     a residual policy that acts every step) or a :class:`ChunkActor`."""

@@ -44,8 +44,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from robolearn.utils.errors import CheckpointError, ConfigError
 
-#: ``distill.*`` keys that may change between a run and its resumption.
-RESUMABLE = ("steps", "val_every", "ckpt_every", "log_every", "num_threads", "device", "val_windows")
+#: ``distill.*`` keys that may change between a run and its resumption. ``data_path`` among them: a
+#: run may go on with more observations (e.g. the student's own rollouts appended, DAgger); its
+#: validation gap is then measured on the new store's held-out windows.
+RESUMABLE = ("steps", "val_every", "ckpt_every", "log_every", "num_threads", "device", "val_windows", "data_path")
 
 
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor,

@@ -1,0 +1,64 @@
+"""`robolearn collect --policy`: a trained policy's rollouts recorded as episodes (PolicyExpert)."""
+
+import numpy as np
+import pytest
+import torch
+
+from robolearn.apps.collect import collect, collect_demos
+from robolearn.data.store import EpisodeStore
+from robolearn.train.checkpoint import load_policy
+from robolearn.utils.config import load_config
+from robolearn.utils.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def policy_run(tmp_path_factory):
+    """A tiny diffusion policy trained for 10 steps on 2 insertion demos (it fails: a policy's own states)."""
+    from robolearn.train.trainer import train
+
+    tmp = tmp_path_factory.mktemp("collect_policy")
+    store = tmp / "demos.zarr"
+    cfg = load_config(["task=insertion", f"data.path={store}", "task.max_episode_steps=30"])
+    collect_demos(cfg.task, store, 2, keep_failed=True, progress=False)  # 30 steps: too short to finish
+    cfg = load_config(["task=insertion", f"data.path={store}", f"run_dir={tmp / 'run'}", "task.max_episode_steps=30",
+                       "train.steps=10", "train.batch_size=8", "train.val_every=10", "train.ckpt_every=10",
+                       "train.warmup_steps=2", "data.val_ratio=0.5", "policy.down_dims=[16,32]", "policy.horizon=8",
+                       "policy.n_action_steps=4", "policy.n_groups=4", "policy.step_embed_dim=16"])
+    train(cfg, progress=False)
+    return tmp / "run"
+
+
+def test_policy_rollouts_are_recorded_as_the_policy_runs_them(policy_run, tmp_path):
+    out = tmp_path / "rollouts.zarr"
+    r = collect(None, 2, out=out, policy=policy_run, seed_start=7, keep_failed=True, progress=False)
+    assert r["attempted"] == 2 and r["kept"] == 2 and r["seeds"] == [7, 8]
+    store = EpisodeStore.open(out)
+    assert store.attrs["source"].startswith("policy ") and str(policy_run.resolve()) in store.attrs["source"]
+    policy, cfg = load_policy(policy_run)
+    ep = store.get_episode(0)
+    T, keys = len(ep["action"]), list(cfg.task.obs_keys)
+    assert ep["action"].shape == (T, policy.action_dim) and T == store.episode_meta("length")[0]
+    # replay: seeded with the episode's seed, the policy queried every n_action_steps on the last n_obs_steps
+    # recorded observations (the first one repeated at the start) gives the recorded actions
+    torch.manual_seed(7)
+    k = policy.n_action_steps
+    for t in range(0, T, k):
+        window = [max(t - j, 0) for j in reversed(range(policy.n_obs_steps))]
+        obs = {key: torch.from_numpy(np.asarray(ep[key][window], dtype=np.float32))[None] for key in keys}
+        chunk = policy.predict_action(obs)[0].numpy()
+        np.testing.assert_allclose(ep["action"][t:t + k], chunk[: len(ep["action"][t:t + k])], atol=1e-5)
+    again = collect(None, 2, out=tmp_path / "again.zarr", policy=policy_run, seed_start=7, keep_failed=True,
+                    progress=False)
+    np.testing.assert_array_equal(EpisodeStore.open(again["path"]).get_episode(0)["action"], ep["action"])
+
+
+def test_policy_collect_refuses_what_does_not_apply(policy_run, tmp_path):
+    with pytest.raises(ConfigError, match="needs --out"):
+        collect(None, 1, policy=policy_run)
+    with pytest.raises(ConfigError, match="trained on insertion"):
+        collect("lift", 1, out=tmp_path / "x.zarr", policy=policy_run)
+    with pytest.raises(ConfigError, match="only task"):
+        collect(None, 1, out=tmp_path / "x.zarr", policy=policy_run, overrides=["train.steps=3"])
+    with pytest.raises(ConfigError, match="bad override"):
+        collect(None, 1, out=tmp_path / "x.zarr", policy=policy_run, overrides=["task.nope=3"])
+    assert not (tmp_path / "x.zarr").exists()
