@@ -4,38 +4,28 @@ import numpy as np
 import pytest
 import torch
 
-from robolearn.apps.collect import collect, collect_demos
+from robolearn.apps.collect import collect
 from robolearn.data.store import EpisodeStore
 from robolearn.train.checkpoint import load_policy
-from robolearn.utils.config import load_config
 from robolearn.utils.errors import ConfigError
 
 
-@pytest.fixture(scope="module")
-def policy_run(tmp_path_factory):
-    """A tiny diffusion policy trained for 10 steps on 2 insertion demos (it fails: a policy's own states)."""
-    from robolearn.train.trainer import train
-
-    tmp = tmp_path_factory.mktemp("collect_policy")
-    store = tmp / "demos.zarr"
-    cfg = load_config(["task=insertion", f"data.path={store}", "task.max_episode_steps=30"])
-    collect_demos(cfg.task, store, 2, keep_failed=True, progress=False)  # 30 steps: too short to finish
-    cfg = load_config(["task=insertion", f"data.path={store}", f"run_dir={tmp / 'run'}", "task.max_episode_steps=30",
-                       "train.steps=10", "train.batch_size=8", "train.val_every=10", "train.ckpt_every=10",
-                       "train.warmup_steps=2", "data.val_ratio=0.5", "policy.down_dims=[16,32]", "policy.horizon=8",
-                       "policy.n_action_steps=4", "policy.n_groups=4", "policy.step_embed_dim=16"])
-    train(cfg, progress=False)
-    return tmp / "run"
+@pytest.fixture
+def policy_run(tiny_base):
+    """The tiny insertion policy of conftest (10 training steps: it fails, so its rollouts are its own states)."""
+    return tiny_base
 
 
 def test_policy_rollouts_are_recorded_as_the_policy_runs_them(policy_run, tmp_path):
     out = tmp_path / "rollouts.zarr"
-    r = collect(None, 2, out=out, policy=policy_run, seed_start=7, keep_failed=True, progress=False)
+    r = collect(None, 2, out=out, policy=policy_run, seed_start=7, keep_failed=True, progress=False,
+                overrides=["task.max_episode_steps=30"])
     assert r["attempted"] == 2 and r["kept"] == 2 and r["seeds"] == [7, 8]
     store = EpisodeStore.open(out)
     assert store.attrs["source"].startswith("policy ") and str(policy_run.resolve()) in store.attrs["source"]
     policy, cfg = load_policy(policy_run)
     ep = store.get_episode(0)
+    assert store.episode_meta("length").max() <= 30  # the task.* override applied
     T, keys = len(ep["action"]), list(cfg.task.obs_keys)
     assert ep["action"].shape == (T, policy.action_dim) and T == store.episode_meta("length")[0]
     # replay: seeded with the episode's seed, the policy queried every n_action_steps on the last n_obs_steps
@@ -48,7 +38,7 @@ def test_policy_rollouts_are_recorded_as_the_policy_runs_them(policy_run, tmp_pa
         chunk = policy.predict_action(obs)[0].numpy()
         np.testing.assert_allclose(ep["action"][t:t + k], chunk[: len(ep["action"][t:t + k])], atol=1e-5)
     again = collect(None, 2, out=tmp_path / "again.zarr", policy=policy_run, seed_start=7, keep_failed=True,
-                    progress=False)
+                    progress=False, overrides=["task.max_episode_steps=30"])
     np.testing.assert_array_equal(EpisodeStore.open(again["path"]).get_episode(0)["action"], ep["action"])
 
 

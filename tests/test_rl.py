@@ -316,25 +316,6 @@ def test_seed_counter_and_seed_sets_are_disjoint():
 
 # ------------------------------------------------------------------ the run: resume, eval, errors
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A tiny diffusion policy trained for 10 steps on 2 insertion demos."""
-    from robolearn.apps.collect import collect_demos
-    from robolearn.train.trainer import train
-    from robolearn.utils.config import load_config
-
-    tmp = tmp_path_factory.mktemp("rlbase")
-    store = tmp / "demos.zarr"
-    cfg = load_config(["task=insertion", f"data.path={store}"])
-    collect_demos(cfg.task, store, 2, progress=False)
-    cfg = load_config(["task=insertion", f"data.path={store}", f"run_dir={tmp / 'base'}", "train.steps=10",
-                       "train.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "train.warmup_steps=2",
-                       "data.val_ratio=0.5", "policy.down_dims=[16,32]", "policy.horizon=8", "policy.n_action_steps=4",
-                       "policy.n_groups=4", "policy.step_embed_dim=16", "eval.n_envs=1"])
-    train(cfg, progress=False)
-    return tmp / "base"
-
-
 RL_TINY = ["rl.n_envs=2", "rl.steps_per_rollout=12", "rl.eval_every=0", "rl.residual.hidden=[16,16]", "rl.final_eval_episodes=2",
            "rl.ppo.update_epochs=2", "rl.ppo.n_minibatches=2"]
 
