@@ -5,8 +5,9 @@
 
 ``ENTRY`` names the record (e.g. ``lift``). The teacher (a ``robolearn train`` run of a diffusion
 policy, evaluated at its own DDIM steps) and every student (a ``robolearn distill`` run, evaluated at
-each of ``--steps`` consistency evaluations, and with each of ``--n-action-steps`` actions executed
-per chunk: a one-evaluation policy can afford to replan more often) run on the **same** held-out seeds (the teacher's
+each of ``--steps`` consistency evaluations) run with each of ``--n-action-steps`` actions executed
+per chunk (a one-evaluation policy can afford to replan more often; a student's points are against
+the teacher at the same number) on the **same** held-out seeds (the teacher's
 config, hence the same demonstration seeds excluded), with their EMA weights, in parallel env
 processes as ``robolearn eval`` does. Each evaluated setting also gets its ``predict_action``
 latency at batch 1, one thread, on ONNX Runtime and in eager torch (``bench_inference.measure``:
@@ -70,8 +71,8 @@ def main() -> None:
     p.add_argument("--steps", nargs="*", type=int, default=[1, 2, 3], help="student evaluations per chunk to measure")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--n-action-steps", type=int, nargs="*", default=[None],
-                   help="actions executed per chunk for the students, each evaluated; 0 is the policy's own "
-                        "(default: 0 only; the teacher always runs with the first)")
+                   help="actions executed per chunk, each evaluated for the teacher and every student (a student "
+                        "is compared with the teacher at the same number); 0 is the policy's own (default: 0 only)")
     p.add_argument("--repeats", type=int, default=200, help="timed predict_action calls per latency figure")
     p.add_argument("--note", default="", help="conditions of this run (e.g. other jobs sharing the CPU)")
     p.add_argument("--out", default="benchmarks/results/distill.json")
@@ -83,10 +84,13 @@ def main() -> None:
     t0 = time.monotonic()
     print(f"== {args.entry}: teacher {args.teacher}", flush=True)
     nas = [None if a in (None, 0) else a for a in args.n_action_steps]
-    entry = {"teacher": {"run": args.teacher, **evaluate(args.teacher, None, args.episodes, nas[0], args.repeats)},
-             "students": {}}
-    base = entry["teacher"]["success_rate"]
-    print(f"   teacher: {base:.2f} {entry['teacher']['success_ci95']}", flush=True)
+    teachers = {}  # actions per chunk -> the teacher's record: students compare with the teacher at theirs
+    for a in nas:
+        teachers[a] = {"run": args.teacher, **evaluate(args.teacher, None, args.episodes, a, args.repeats)}
+        print(f"   teacher, {teachers[a]['n_action_steps']} actions per chunk: {teachers[a]['success_rate']:.2f} "
+              f"{teachers[a]['success_ci95']}", flush=True)
+    entry = {"teacher": teachers[nas[0]], "students": {},
+             "teacher_by_actions": {str(t["n_action_steps"]): t for t in teachers.values()}}
     for name, run in students.items():
         summary_file = Path(run) / "distill_summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
@@ -102,7 +106,7 @@ def main() -> None:
                 if settings and settings.get("method") == "direct" and k != 1:
                     continue  # a direct student is distilled for one evaluation only
                 r = evaluate(run, k, args.episodes, a, args.repeats)
-                r["points_vs_teacher"] = round(100 * (r["success_rate"] - base), 1)
+                r["points_vs_teacher"] = round(100 * (r["success_rate"] - teachers[a]["success_rate"]), 1)
                 rec["evals"][str(k) if a is None else f"{k}@{a}"] = r
                 ort = r["latency_1_thread"]["onnxruntime"]
                 print(f"   {name} at {k} step(s), {a or 'default'} actions per chunk: {r['success_rate']:.2f} "

@@ -480,9 +480,9 @@ def block_distill(data: dict, machines: Machines) -> str:
     rows = []
     for task, e in data["distill"]["entries"].items():
         m = f"{machines.label(e['machine'])} · distill.json"
-        t = e["teacher"]
-        rows.append([task, "teacher (diffusion, DDIM)", str(t["num_inference_steps"]), str(t["n_action_steps"]),
-                     success(t), "—", latency(t), "—", m])
+        for t in (e.get("teacher_by_actions") or {"": e["teacher"]}).values():
+            rows.append([task, "teacher (diffusion, DDIM)", str(t["num_inference_steps"]), str(t["n_action_steps"]),
+                         success(t), "—", latency(t), "—", m])
         for name, s in e["students"].items():
             d, sm = s["distill"] or {}, s["summary"] or {}
             how = (f"{d.get('method', 'consistency')}, {n(sm['steps'])} × {d['batch_size']}, "
@@ -492,7 +492,7 @@ def block_distill(data: dict, machines: Machines) -> str:
                              f"{r['points_vs_teacher']:+.0f} points", latency(r), how, m])
     notes = sorted({e["note"] for e in data["distill"]["entries"].values() if e.get("note")})
     return (table(["task", "policy", "network evaluations per chunk", "actions per chunk", "success (same held-out seeds)",
-                   "vs teacher",
+                   "vs teacher (same actions per chunk)",
                    "predict_action p50, 1 thread, ONNX Runtime / eager (ms)", "distillation (method, updates × batch, wall)",
                    "machine · source"], rows)
             + "".join(f"\n\nConditions: {note}." for note in notes))
