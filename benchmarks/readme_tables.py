@@ -487,6 +487,8 @@ def block_distill(data: dict, machines: Machines) -> str:
             d, sm = s["distill"] or {}, s["summary"] or {}
             how = (f"{d.get('method', 'consistency')}, {n(sm['steps'])} × {d['batch_size']}, "
                    f"{minutes(sm['wall_s_total'])}") if sm and d else "—"
+            if d.get("data_path"):  # distilled (in part) on other observations, e.g. its own rollouts (DAgger)
+                how += f", last on `{Path(d['data_path']).name}`"
             for r in s["evals"].values():
                 rows.append([task, f"`{name}`", str(r["num_inference_steps"]), str(r["n_action_steps"]), success(r),
                              f"{r['points_vs_teacher']:+.0f} points", latency(r), how, m])
