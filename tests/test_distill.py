@@ -11,6 +11,7 @@ from robolearn.apps.distill import distill_checkpoint
 from robolearn.cli import main
 from robolearn.eval.rollout import set_inference_steps
 from robolearn.policies.consistency import BOUNDARY, ConsistencyPolicy
+from robolearn.policies.export import ddim_step
 from robolearn.train import distill as distill_mod
 from robolearn.train.checkpoint import load_policy
 from robolearn.train.trainer import train
@@ -65,7 +66,7 @@ def test_boundary_condition_and_init_is_the_teachers_x0_prediction(teacher):
     torch.testing.assert_close(got, x0, atol=1e-4, rtol=0)
 
 
-def test_ddim_step_is_the_teachers_sampler_step(teacher):
+def test_ddim_step_is_the_schedulers_step(teacher):
     """The per-sample teacher ODE step equals diffusers' DDIMScheduler.step, clip_sample included."""
     t_pol, _ = load_policy(teacher)
     sched = t_pol.sample_scheduler
@@ -75,7 +76,7 @@ def test_ddim_step_is_the_teachers_sampler_step(teacher):
     for i, t in enumerate(sched.timesteps):
         prev = ac[sched.timesteps[i + 1]] if i + 1 < len(sched.timesteps) else torch.tensor(1.0)
         want = sched.step(eps, t, x).prev_sample
-        got = distill_mod.ddim_step(x, eps, ac[t].expand(2, 1, 1), prev.expand(2, 1, 1))
+        got = ddim_step(x, eps, ac[t].expand(2, 1, 1), prev.expand(2, 1, 1))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -35,6 +35,26 @@ from torch import nn
 ONNX_OPSET = 18
 
 
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab, ab_prev, clip: float | None = 1.0) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0; Song, Meng & Ermon, ICLR 2021, Eq. 12) with epsilon
+    prediction: what diffusers' ``DDIMScheduler.step`` computes for one timestep (``clip_sample``
+    clips the ``x0`` estimate to ``[-clip, clip]``; the noise estimate is kept as predicted).
+
+    Args:
+        x: ``(B, T, A)`` samples at ``abar = ab``; eps: the noise prediction, same shape.
+        ab, ab_prev: ``abar`` of the current and the next (less noisy) timestep: Python floats (one
+            timestep for the batch, constants of a traced graph) or ``(B, 1, 1)`` tensors (per sample).
+        clip: the ``x0`` clipping range (``clip_sample_range``), or ``None`` for none.
+
+    Returns:
+        ``(B, T, A)`` samples at ``ab_prev``.
+    """
+    x0 = (x - (1 - ab) ** 0.5 * eps) / ab ** 0.5
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+    return ab_prev ** 0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+
+
 class DDIMSampler(nn.Module):
     """A diffusion policy's sampler as one module: ``(obs..., noise) -> action chunk``.
 
@@ -65,12 +85,11 @@ class DDIMSampler(nn.Module):
         self.clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
         alphas = sched.alphas_cumprod
         ratio = cfg.num_train_timesteps // k
-        self.steps: list[tuple[int, float, float, float, float]] = []
+        self.steps: list[tuple[int, float, float]] = []  # (t, abar_t, abar_prev)
         for t in sched.timesteps.tolist():
             prev = t - ratio
-            a_t = float(alphas[t])
             a_prev = float(alphas[prev]) if prev >= 0 else float(sched.final_alpha_cumprod)
-            self.steps.append((int(t), (1 - a_t) ** 0.5, a_t ** 0.5, a_prev ** 0.5, (1 - a_prev) ** 0.5))
+            self.steps.append((int(t), float(alphas[t]), a_prev))
         self.num_inference_steps = k
         self.keys = list(policy.obs_shapes)
 
@@ -89,12 +108,9 @@ class DDIMSampler(nn.Module):
         Returns:
             ``(B, horizon, A)`` clean sequences (normalized, the whole horizon).
         """
-        for t, s1, sa, sp, s1p in self.steps:
+        for t, ab, ab_prev in self.steps:
             eps = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
-            x0 = (x - s1 * eps) / sa
-            if self.clip is not None:
-                x0 = x0.clamp(-self.clip, self.clip)
-            x = sp * x0 + s1p * eps
+            x = ddim_step(x, eps, ab, ab_prev, self.clip)
         return x
 
 

@@ -42,31 +42,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from robolearn.policies.export import ddim_step
 from robolearn.utils.errors import CheckpointError, ConfigError
 
 #: ``distill.*`` keys that may change between a run and its resumption. ``data_path`` among them: a
 #: run may go on with more observations (e.g. the student's own rollouts appended, DAgger); its
 #: validation gap is then measured on the new store's held-out windows.
 RESUMABLE = ("steps", "val_every", "ckpt_every", "log_every", "num_threads", "device", "val_windows", "data_path")
-
-
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor, ab_prev: torch.Tensor,
-              clip: bool = True) -> torch.Tensor:
-    """One deterministic DDIM step (eta = 0; Song, Meng & Ermon, ICLR 2021, Eq. 12) with per-sample
-    timesteps: what diffusers' ``DDIMScheduler.step`` computes for one timestep (``clip_sample``
-    clips the ``x0`` estimate to ``[-1, 1]``; the noise estimate is kept as predicted).
-
-    Args:
-        x: ``(B, T, A)`` samples at ``abar = ab``; eps: the teacher's noise prediction, same shape.
-        ab, ab_prev: ``(B, 1, 1)`` ``abar`` of the current and the next (less noisy) timestep.
-
-    Returns:
-        ``(B, T, A)`` samples at ``ab_prev``.
-    """
-    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-    if clip:
-        x0 = x0.clamp(-1.0, 1.0)
-    return ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
 
 
 def distillation_loss(student, target, teacher, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -91,7 +73,9 @@ def distillation_loss(student, target, teacher, batch: dict[str, torch.Tensor]) 
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
     with torch.no_grad():
         eps = teacher.model(x_t, t, teacher._encode_obs(obs))
-        x_next = ddim_step(x_t, eps, ab, student.alpha_bar(t_next), clip=bool(teacher.sample_scheduler.config.clip_sample))
+        cfg = teacher.sample_scheduler.config
+        x_next = ddim_step(x_t, eps, ab, student.alpha_bar(t_next),
+                           clip=float(cfg.clip_sample_range) if cfg.clip_sample else None)
         goal = target.consistency(x_next, t_next, target.encode_obs(obs))
     return F.mse_loss(student.consistency(x_t, t, student.encode_obs(obs)), goal)
 
