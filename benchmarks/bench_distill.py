@@ -32,13 +32,14 @@ from bench_inference import measure  # noqa: E402
 from bench_policies import machine_info, save_entry  # noqa: E402
 
 
-#: (checkpoint, steps) -> (latency record, policy's num_inference_steps, policy's n_action_steps):
-#: latency does not depend on the actions executed per chunk, so each (checkpoint, steps) is timed once
-_LATENCY: dict[tuple[str, int | None], tuple[dict, int | None, int]] = {}
+def evaluate(checkpoint: str, steps: int | None, episodes: int, n_action_steps: int | None, repeats: int,
+             timed: dict) -> dict:
+    """Success on the held-out seeds and batch-1 latency (1 thread; eager and ONNX Runtime) at ``steps``.
 
-
-def evaluate(checkpoint: str, steps: int | None, episodes: int, n_action_steps: int | None, repeats: int) -> dict:
-    """Success on the held-out seeds and batch-1 latency (1 thread; eager and ONNX Runtime) at ``steps``."""
+    ``timed``: ``(checkpoint, steps) -> (latency record, num_inference_steps, n_action_steps)`` of the
+    pairs timed so far in this run, filled here: latency does not depend on the actions executed per
+    chunk, so each ``(checkpoint, steps)`` is timed once.
+    """
     import torch
 
     from robolearn.eval.rollout import evaluate_checkpoint, set_inference_steps
@@ -46,15 +47,15 @@ def evaluate(checkpoint: str, steps: int | None, episodes: int, n_action_steps: 
 
     r = evaluate_checkpoint(checkpoint, episodes, num_inference_steps=steps, n_action_steps=n_action_steps,
                             progress=True)
-    if (checkpoint, steps) not in _LATENCY:
+    if (checkpoint, steps) not in timed:
         policy, _ = load_policy(checkpoint)
         if steps is not None:
             set_inference_steps(policy, steps)
         threads = torch.get_num_threads()
         latency = {b: measure(policy, b, 1, repeats) for b in ("eager", "onnxruntime")}
         torch.set_num_threads(threads)  # measure() leaves one thread; the next evaluation runs as this one did
-        _LATENCY[checkpoint, steps] = (latency, getattr(policy, "num_inference_steps", None), policy.n_action_steps)
-    latency, k, default_actions = _LATENCY[checkpoint, steps]
+        timed[checkpoint, steps] = (latency, getattr(policy, "num_inference_steps", None), policy.n_action_steps)
+    latency, k, default_actions = timed[checkpoint, steps]
     return {"num_inference_steps": k,
             "n_action_steps": n_action_steps or default_actions,
             "success_rate": r["success_rate"], "n_success": r["n_success"], "n_episodes": r["n_episodes"],
@@ -84,9 +85,10 @@ def main() -> None:
     t0 = time.monotonic()
     print(f"== {args.entry}: teacher {args.teacher}", flush=True)
     nas = [None if a in (None, 0) else a for a in args.n_action_steps]
+    timed: dict = {}  # (checkpoint, steps) -> latency, timed once per run (see evaluate)
     teachers = {}  # actions per chunk -> the teacher's record: students compare with the teacher at theirs
     for a in nas:
-        teachers[a] = {"run": args.teacher, **evaluate(args.teacher, None, args.episodes, a, args.repeats)}
+        teachers[a] = {"run": args.teacher, **evaluate(args.teacher, None, args.episodes, a, args.repeats, timed)}
         print(f"   teacher, {teachers[a]['n_action_steps']} actions per chunk: {teachers[a]['success_rate']:.2f} "
               f"{teachers[a]['success_ci95']}", flush=True)
     entry = {"teacher": teachers[nas[0]], "students": {},
@@ -105,7 +107,7 @@ def main() -> None:
             for k in args.steps:
                 if settings and settings.get("method") == "direct" and k != 1:
                     continue  # a direct student is distilled for one evaluation only
-                r = evaluate(run, k, args.episodes, a, args.repeats)
+                r = evaluate(run, k, args.episodes, a, args.repeats, timed)
                 r["points_vs_teacher"] = round(100 * (r["success_rate"] - teachers[a]["success_rate"]), 1)
                 rec["evals"][str(k) if a is None else f"{k}@{a}"] = r
                 ort = r["latency_1_thread"]["onnxruntime"]
