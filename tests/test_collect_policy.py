@@ -1,4 +1,5 @@
-"""`robolearn collect --policy`: a trained policy's rollouts recorded as episodes (PolicyExpert)."""
+"""`robolearn collect --policy`: a trained policy's rollouts recorded as episodes (PolicyExpert). The policy is
+conftest's `tiny_base` (the tiny insertion policy, 10 training steps: it fails, so its rollouts are its own states)."""
 
 import numpy as np
 import pytest
@@ -10,20 +11,14 @@ from robolearn.train.checkpoint import load_policy
 from robolearn.utils.errors import ConfigError
 
 
-@pytest.fixture
-def policy_run(tiny_base):
-    """The tiny insertion policy of conftest (10 training steps: it fails, so its rollouts are its own states)."""
-    return tiny_base
-
-
-def test_policy_rollouts_are_recorded_as_the_policy_runs_them(policy_run, tmp_path):
+def test_policy_rollouts_are_recorded_as_the_policy_runs_them(tiny_base, tmp_path):
     out = tmp_path / "rollouts.zarr"
-    r = collect(None, 2, out=out, policy=policy_run, seed_start=7, keep_failed=True, progress=False,
+    r = collect(None, 2, out=out, policy=tiny_base, seed_start=7, keep_failed=True, progress=False,
                 overrides=["task.max_episode_steps=30"])
     assert r["attempted"] == 2 and r["kept"] == 2 and r["seeds"] == [7, 8]
     store = EpisodeStore.open(out)
-    assert store.attrs["source"].startswith("policy ") and str(policy_run.resolve()) in store.attrs["source"]
-    policy, cfg = load_policy(policy_run)
+    assert store.attrs["source"].startswith("policy ") and str(tiny_base.resolve()) in store.attrs["source"]
+    policy, cfg = load_policy(tiny_base)
     ep = store.get_episode(0)
     assert store.episode_meta("length").max() <= 30  # the task.* override applied
     T, keys = len(ep["action"]), list(cfg.task.obs_keys)
@@ -37,18 +32,18 @@ def test_policy_rollouts_are_recorded_as_the_policy_runs_them(policy_run, tmp_pa
         obs = {key: torch.from_numpy(np.asarray(ep[key][window], dtype=np.float32))[None] for key in keys}
         chunk = policy.predict_action(obs)[0].numpy()
         np.testing.assert_allclose(ep["action"][t:t + k], chunk[: len(ep["action"][t:t + k])], atol=1e-5)
-    again = collect(None, 2, out=tmp_path / "again.zarr", policy=policy_run, seed_start=7, keep_failed=True,
+    again = collect(None, 2, out=tmp_path / "again.zarr", policy=tiny_base, seed_start=7, keep_failed=True,
                     progress=False, overrides=["task.max_episode_steps=30"])
     np.testing.assert_array_equal(EpisodeStore.open(again["path"]).get_episode(0)["action"], ep["action"])
 
 
-def test_policy_collect_refuses_what_does_not_apply(policy_run, tmp_path):
+def test_policy_collect_refuses_what_does_not_apply(tiny_base, tmp_path):
     with pytest.raises(ConfigError, match="needs --out"):
-        collect(None, 1, policy=policy_run)
+        collect(None, 1, policy=tiny_base)
     with pytest.raises(ConfigError, match="trained on insertion"):
-        collect("lift", 1, out=tmp_path / "x.zarr", policy=policy_run)
+        collect("lift", 1, out=tmp_path / "x.zarr", policy=tiny_base)
     with pytest.raises(ConfigError, match="only task"):
-        collect(None, 1, out=tmp_path / "x.zarr", policy=policy_run, overrides=["train.steps=3"])
+        collect(None, 1, out=tmp_path / "x.zarr", policy=tiny_base, overrides=["train.steps=3"])
     with pytest.raises(ConfigError, match="bad override"):
-        collect(None, 1, out=tmp_path / "x.zarr", policy=policy_run, overrides=["task.nope=3"])
+        collect(None, 1, out=tmp_path / "x.zarr", policy=tiny_base, overrides=["task.nope=3"])
     assert not (tmp_path / "x.zarr").exists()

@@ -160,6 +160,6 @@ def collect(task: str | None, episodes: int, out: str | Path | None = None, came
             pcfg = OmegaConf.merge(pcfg, OmegaConf.from_dotlist(list(overrides)))
         except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError
             raise ConfigError(f"collect: bad override ({str(exc).splitlines()[0]})") from None
-    expert = PolicyExpert(model, list(pcfg.task.obs_keys), int(model.action_dim))
+    expert = PolicyExpert(model, list(pcfg.task.obs_keys))
     return collect_demos(pcfg.task, out, episodes, expert=expert,
                          source=f"policy {_checkpoint_dir(policy).resolve()}", **kwargs)

@@ -93,16 +93,16 @@ class PolicyExpert:
     same policy and seeds give the same episodes.
 
     Args:
-        policy: a :class:`~robolearn.policies.base.Policy` (eval mode).
+        policy: a :class:`~robolearn.policies.base.Policy` (eval mode); its ``action_dim`` is the
+            size of the actions returned.
         obs_keys: the observation keys the policy sees.
-        action_dim: the environment's action size.
         device: torch device of the policy.
     """
 
-    def __init__(self, policy, obs_keys: Sequence[str], action_dim: int, device: str = "cpu"):
+    def __init__(self, policy, obs_keys: Sequence[str], device: str = "cpu"):
         self.keys = list(obs_keys)
         self.n_obs_steps = int(policy.n_obs_steps)
-        self.actor = make_actor(policy, 1, action_dim, self.keys, device)
+        self.actor = make_actor(policy, 1, int(policy.action_dim), self.keys, device)
         self.history: deque = deque(maxlen=self.n_obs_steps)
 
     def reset(self, seed: int | None = None) -> None:
