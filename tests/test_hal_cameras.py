@@ -381,3 +381,4 @@ def test_deploy_runs_an_image_policy_on_the_twin_and_reports_observation_ages(tm
     assert out["policy_latency_ms"]["p50"] > 0  # what deploy reported before, still there
     assert out["chunks"] == sum(r["chunks"] for r in out["episodes"]) >= 1
     assert out["chunks_stale"] == sum(r["chunks_stale"] for r in out["episodes"])
+    assert out["chunks_late"] == sum(r["chunks_late"] for r in out["episodes"]) <= out["chunks_stale"]

@@ -41,6 +41,9 @@ def test_stale_actions_are_dropped_and_counted():
     assert s.add_chunk(np.zeros((3, 1)), t0=0.0, dt=0.1, now=5.0) == 0 and s.n_stale_dropped == 6
     s.add_chunk(np.zeros((3, 1)), t0=1.0, dt=0.1, now=0.99)  # arrives before its first action is due
     assert (s.n_chunks, s.n_chunks_stale, s.n_stale_dropped) == (3, 2, 6)
+    assert s.n_chunks_late == 2  # the first two chunks had more than their first action past
+    s.add_chunk(np.zeros((3, 1)), t0=2.0, dt=0.1, now=2.05)  # only its first action past: stale, not late
+    assert (s.n_chunks_stale, s.n_chunks_late) == (3, 2)
 
 
 def test_holds_when_dry():

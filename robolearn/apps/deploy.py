@@ -398,8 +398,10 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         success, length in policy steps, stale actions dropped, chunks and stale chunks, dry
         periods, clamped commands), and the loop's timing over all episodes (wake-up lateness
         percentiles in µs, overruns). ``chunks_stale``: chunks that arrived after their first
-        action was due (the policy answered later than its slot: a fast policy has none), with
-        ``stale_dropped_per_chunk``.
+        action was due; that action is for the observation's own slot, so with any policy latency
+        every chunk is (and ``stale_dropped_per_chunk`` is at least 1). ``chunks_late``: chunks that
+        arrived after their second action (the next slot's) was due: the policy took longer than a
+        slot; a fast policy has none.
         Image policies add ``obs_age_ms`` (per chunk, the policy's start on an observation minus
         the capture time of its oldest frame: ``p50``/``p99``/``max`` ms, ``chunks``, and per
         camera) and ``cameras`` (frames delivered and their mean rate). On a real arm (no success
@@ -444,7 +446,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             # the twin over its socket says when its server reset (frames stamped before show the last scene)
             wait_frames(st.cameras, after=max(t_reset, getattr(rb, "reset_time", t_reset)))
             dropped0, dry0 = scheduler.n_stale_dropped, scheduler.n_dry
-            chunks0, stale0 = scheduler.n_chunks, scheduler.n_chunks_stale
+            chunks0, stale0, late0 = scheduler.n_chunks, scheduler.n_chunks_stale, scheduler.n_chunks_late
             safety = st.new_safety()
             episode = {"steps": 0, "success": False}
 
@@ -464,6 +466,7 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
             results.append({"seed": int(seed), "success": bool(episode["success"]), "length": episode["steps"],
                             "stale_dropped": scheduler.n_stale_dropped - dropped0, "dry": scheduler.n_dry - dry0,
                             "chunks": scheduler.n_chunks - chunks0, "chunks_stale": scheduler.n_chunks_stale - stale0,
+                            "chunks_late": scheduler.n_chunks_late - late0,
                             "clamped": safety.n_clamped, "refused": safety.n_refused,
                             "faults": [f.kind.value for f in safety.faults], "lag_s": round(getattr(rb, "lag_s", 0.0), 4)})
             bar.update(1)
@@ -493,8 +496,9 @@ def deploy(checkpoint: str | Path, robot: str = "sim", episodes: int = 50, seed_
         "policy_latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                               "max": float(lat.max())} if len(lat) else {},
         "stale_dropped": int(sum(r["stale_dropped"] for r in results)), "dry_periods": int(sum(r["dry"] for r in results)),
-        # chunks that arrived after their first action was due (that action and maybe more dropped)
-        "chunks": n_chunks, "chunks_stale": n_stale,
+        # chunks that arrived after their first action (the observation slot's) was due, and after
+        # their second (the next slot's, the policy took more than a slot) was
+        "chunks": n_chunks, "chunks_stale": n_stale, "chunks_late": int(sum(r["chunks_late"] for r in results)),
         "stale_dropped_per_chunk": round(sum(r["stale_dropped"] for r in results) / n_chunks, 3) if n_chunks else None,
         "cpu_pinning": pinning,
         "stall_s": stall_s, "stall_every": stall_every, "num_inference_steps": num_inference_steps, "backend": backend,

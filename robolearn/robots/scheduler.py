@@ -72,6 +72,10 @@ class ActionScheduler:
         self.n_stale_dropped = 0    #: actions dropped because their time had passed when their chunk arrived
         self.n_chunks = 0           #: chunks handed over
         self.n_chunks_stale = 0     #: chunks whose first action had already passed when they arrived
+        #: chunks whose second action had already passed when they arrived. A chunk that starts at its
+        #: observation's own step (as a policy's chunks do: ``t0`` the observation's time) always has its
+        #: first action past by then; a *late* chunk is one the policy took more than a step ``dt`` to make.
+        self.n_chunks_late = 0
         self.n_dry = 0
 
     def reset(self) -> None:
@@ -103,6 +107,7 @@ class ActionScheduler:
         self.n_stale_dropped += first
         self.n_chunks += 1
         self.n_chunks_stale += first > 0
+        self.n_chunks_late += first > 1
         if first == len(actions):
             return 0
         chunk = _Chunk(times[lo:], actions[lo:].copy())
