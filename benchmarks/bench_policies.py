@@ -65,6 +65,12 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     "gym_pusht_image_diffusion": (["task=gym_pusht_image", "policy=diffusion_image", "policy.vision.crop=[84,84]",
                                    "train.batch_size=64", "train.steps=4000", "data.path=runs/gym_pusht/demos_image.zarr",
                                    "run_dir=runs/gym_pusht/image_diffusion"], 200),
+    # SO-101 pick and place from the top and wrist cameras (96 x 96, crop 84 as DP's image PushT) and
+    # the arm's joints, 200 scripted demos, the CPU-sized image encoder, 4000 x 64 (lift_image_diffusion's
+    # budget): the policy `robolearn deploy --robot so101_sim` runs on the SO-101 twin.
+    "so101_pick_image_diffusion": (["task=so101_pick_image", "policy=diffusion_image", "policy.vision.crop=[84,84]",
+                                    "train.batch_size=64", "train.steps=4000", "data.path=runs/so101/demos_image.zarr",
+                                    "run_dir=runs/so101/image_diffusion"], 200),
     # robosuite NutAssemblySquare, >= 200 scripted demos (220 attempts), the long schedule's warm-up,
     # compiled. 8000 steps at one thread (square_diffusion_8k) ended with the validation loss still
     # falling: 20000 steps at two threads.
