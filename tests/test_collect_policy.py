@@ -44,6 +44,8 @@ def test_policy_collect_refuses_what_does_not_apply(tiny_base, tmp_path):
         collect("lift", 1, out=tmp_path / "x.zarr", policy=tiny_base)
     with pytest.raises(ConfigError, match="only task"):
         collect(None, 1, out=tmp_path / "x.zarr", policy=tiny_base, overrides=["train.steps=3"])
-    with pytest.raises(ConfigError, match="bad override"):
+    with pytest.raises(ConfigError, match="task.nope: unknown key"):
         collect(None, 1, out=tmp_path / "x.zarr", policy=tiny_base, overrides=["task.nope=3"])
+    with pytest.raises(ConfigError, match=r"task.max_episode_steps=0: must be an integer >= 1"):
+        collect(None, 1, out=tmp_path / "x.zarr", policy=tiny_base, overrides=["task.max_episode_steps=0"])
     assert not (tmp_path / "x.zarr").exists()

@@ -234,3 +234,40 @@ def test_cli_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys, o
     assert code == 1 and len(err) == 1 and err[0].startswith(f"robolearn: error: {key}"), err
     assert "internal error" not in err[0] and ("must be" in err[0] or "unknown key" in err[0])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("task", ["insertion", "so101_pick_image", "gym_pusht", "can"])
+def test_a_saved_runs_task_takes_checked_overrides(task, tmp_path):
+    """override_saved_task (collect --policy): the saved task, typed by the schema whose keys it has,
+    takes a good override and refuses what load_config refuses, naming the key; the saved config is
+    left as it was."""
+    from robolearn.utils.config import override_saved_task, save_config
+
+    save_config(load_config([f"task={task}"]), tmp_path / "config.yaml")
+    saved = config_from_yaml(tmp_path / "config.yaml")
+    before = saved.task.max_episode_steps
+    assert override_saved_task(saved, ["task.max_episode_steps=30"]).task.max_episode_steps == 30
+    assert saved.task.max_episode_steps == before
+    for override, pattern in [("task.max_episode_steps=abc", r"task.max_episode_steps=abc: must be an integer >= 1"),
+                              ("task.max_episode_steps=0", r"task.max_episode_steps=0: must be an integer >= 1"),
+                              ("task.image_codec=gif", r"task.image_codec=gif: must be one of webp"),
+                              ("task.max_episode_step=30", r"task.max_episode_step: unknown key .*did you mean "
+                                                          r"task.max_episode_steps\?"),
+                              ("train.steps=3", r"only task\.\* overrides")]:
+        with pytest.raises(ConfigError, match=pattern):
+            override_saved_task(saved, [override])
+
+
+def test_a_task_saved_by_another_version_is_merged_as_saved(tmp_path):
+    """A saved task whose keys no schema has as a set (an older version's) still takes overrides of
+    the keys it has; unknown keys are still refused."""
+    from robolearn.utils.config import override_saved_task, save_config
+
+    cfg = load_config(["task=lift"])
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text().replace("  image_codec: webp\n", "  old_key: 1\n")
+    (tmp_path / "config.yaml").write_text(text)
+    saved = config_from_yaml(tmp_path / "config.yaml")
+    assert override_saved_task(saved, ["task.old_key=2"]).task.old_key == 2
+    with pytest.raises(ConfigError, match="bad override"):
+        override_saved_task(saved, ["task.nope=1"])

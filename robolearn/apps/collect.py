@@ -126,12 +126,13 @@ def collect(task: str | None, episodes: int, out: str | Path | None = None, came
     itself: ``robolearn distill`` can distil a student on them (DAgger).
 
     Raises:
-        ConfigError: a bad override or unknown task; ``task`` other than the policy's; ``cameras``
-            or no ``out`` with ``policy``.
+        ConfigError: a bad override or unknown task (with ``policy``: other than ``task.*``, or a key,
+            type or value the task's schema refuses, :func:`~robolearn.utils.config.override_saved_task`);
+            ``task`` other than the policy's; ``cameras`` or no ``out`` with ``policy``.
         CheckpointError: an unreadable ``policy`` checkpoint.
         StoreError: see :func:`collect_demos`.
     """
-    from robolearn.utils.config import load_config
+    from robolearn.utils.config import load_config, override_saved_task
     from robolearn.utils.errors import ConfigError
 
     if policy is None:
@@ -152,14 +153,11 @@ def collect(task: str | None, episodes: int, out: str | Path | None = None, came
     if task is not None and task != pcfg.task.name:
         raise ConfigError(f"collect: --task {task} but the policy {policy} was trained on {pcfg.task.name}")
     if overrides:
-        bad = [o for o in overrides if not o.startswith("task.")]
-        if bad:
-            raise ConfigError(f"collect: with --policy only task.* overrides apply (the task of the policy's config), got {bad}")
         OmegaConf.set_struct(pcfg, True)  # a misspelt key is refused, not added
         try:
-            pcfg = OmegaConf.merge(pcfg, OmegaConf.from_dotlist(list(overrides)))
-        except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError
-            raise ConfigError(f"collect: bad override ({str(exc).splitlines()[0]})") from None
+            pcfg = override_saved_task(pcfg, overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"collect --policy: {exc}") from None
     expert = PolicyExpert(model, list(pcfg.task.obs_keys))
     return collect_demos(pcfg.task, out, episodes, expert=expert,
                          source=f"policy {_checkpoint_dir(policy).resolve()}", **kwargs)

@@ -90,6 +90,55 @@ def _schema_error_line(exc: BaseException, schema: type | None = None) -> str | 
     return f"{key}={show(getattr(cause, 'value', None))}: must be {describe(*found)}"
 
 
+def override_saved_task(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A run's saved config (:func:`config_from_yaml`) with ``task.<key>=<value>`` overrides applied and
+    the task checked as :func:`load_config` checks it: against the task schema whose keys the saved
+    task has (e.g. :class:`~robolearn.utils.config_schema.So101PickTaskConfig`), so a value of the
+    wrong type or outside its range is refused like a composed one. A task saved by another version
+    (keys no schema has as a set) is only checked for unknown keys.
+
+    Args:
+        cfg: the saved config (struct mode: a key it lacks is refused, not added).
+        overrides: ``task.<key>=<value>`` strings (OmegaConf dotlist syntax).
+
+    Returns:
+        The merged config (``cfg`` is left as it was).
+
+    Raises:
+        ConfigError: an override outside ``task.``, an unknown key, a value of the wrong type or out
+            of range (one line naming the key, the value and what is allowed).
+    """
+    from omegaconf.errors import ValidationError
+
+    from robolearn.utils.config_schema import SCHEMAS, TaskConfig, _fields
+
+    bad = [o for o in overrides if not o.startswith("task.")]
+    if bad:
+        raise ConfigError(f"only task.* overrides apply to a run's task, got {bad}")
+    task = cfg.task
+    kinds = [c for c in SCHEMAS.values() if issubclass(c, TaskConfig) and set(_fields(c)) == set(task.keys())
+             and (b := _fields(c)["type"][1].metadata.get("bounds")) is not None and b.ok(task.get("type"))]
+    try:
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except Exception as exc:  # omegaconf's ConfigKeyError for a key the saved task lacks
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(unknown_key(key, kinds[0]) if key and len(kinds) == 1
+                          else f"bad override ({_one_line(exc)})") from None
+    task = merged.task
+    if len(kinds) == 1:
+        try:
+            typed = OmegaConf.merge(OmegaConf.structured(kinds[0]), task)
+        except ValidationError as exc:
+            key = f"task.{exc.full_key}"
+            found = field_schema(key)
+            raise ConfigError(f"{key}={show(exc.value)}: must be {describe(*found)}" if found
+                              else f"task: {_one_line(exc)}") from None
+        problems = [f"task.{p}" for p in check_config(typed, kinds[0])]
+        if problems:
+            raise ConfigError("; ".join(problems))
+    return merged
+
+
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML."""
     Path(path).write_text(OmegaConf.to_yaml(cfg))
