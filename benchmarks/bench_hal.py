@@ -23,11 +23,19 @@ Needs a trained Lift checkpoint (``make quickstart`` makes one). Sections:
   DISCONNECT fault (goal: two periods).
 * ``deploy_vs_eval``: ``robolearn deploy`` on the twin and ``robolearn eval`` on the same checkpoint
   and seeds.
+* ``deploy_vs_eval_image`` / ``deploy_vs_eval_so101`` (only when named in ``--only``): the same for an
+  image policy, the twin's cameras rendered off the loop, with the observation age (capture to policy
+  input) p50/p99: ``--image-checkpoint`` on the Panda twin (``sim``; bench_policies'
+  ``lift_image_diffusion``) and ``--so101-checkpoint`` on the SO-101 twin (``so101_sim``;
+  ``so101_pick_image_diffusion``). ``deploy_vs_eval_image_fast``: the Lift image policy with
+  ``--stale-steps`` DDIM steps on ONNX Runtime, in deploy and in eval.
 * ``stale_chunks``: ``robolearn deploy`` on the twin (``--deploy-episodes``, at most 10) with the
   checkpoint's sampler in eager torch, and with ``--stale-steps`` denoising steps on ONNX Runtime
   (the cost of a distilled few-step policy: a consistency step runs the same network as a DDIM
-  step), or of ``--fast-checkpoint`` (a distilled student) at those steps: chunks that arrived after their first action was due, actions dropped per chunk, policy
-  latency, success.
+  step), or of ``--fast-checkpoint`` (a distilled student) at those steps: chunks that arrived after
+  their first action was due (the observation slot's: every chunk, with any latency), after their
+  second was (late: the policy took more than a slot), actions dropped per chunk, policy latency,
+  success.
 """
 
 from __future__ import annotations
@@ -209,9 +217,20 @@ def main() -> None:
     p.add_argument("--fast-checkpoint", default=None,
                    help="stale_chunks' fast run deploys this checkpoint (e.g. a robolearn distill run) instead of "
                         "--checkpoint at --stale-steps")
+    p.add_argument("--image-checkpoint", default="runs/lift_image/diffusion",
+                   help="deploy_vs_eval_image's Lift image policy (bench_policies.py --only lift_image_diffusion)")
+    p.add_argument("--so101-checkpoint", default="runs/so101/image_diffusion",
+                   help="deploy_vs_eval_so101's SO-101 image policy (bench_policies.py --only so101_pick_image_diffusion)")
     args = p.parse_args()
-    if not Path(args.checkpoint).exists():
-        sys.exit(f"no checkpoint at {args.checkpoint}: run `make quickstart` first or pass --checkpoint")
+    image_sections = {"deploy_vs_eval_image": args.image_checkpoint, "deploy_vs_eval_image_fast": args.image_checkpoint,
+                      "deploy_vs_eval_so101": args.so101_checkpoint}
+    needed = {ckpt for name, ckpt in image_sections.items() if args.only and name in args.only}
+    if not args.only or set(args.only) - set(image_sections):
+        needed.add(args.checkpoint)
+    for ckpt in sorted(needed):
+        if not Path(ckpt).exists():
+            sys.exit(f"no checkpoint at {ckpt}: train it first (`make quickstart` for runs/quickstart/train, "
+                     "benchmarks/bench_policies.py for the image policies) or pass its option")
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.exists() else {}
     # The file-level "machine" is the one the first full run was measured on; a section run now records
@@ -233,11 +252,16 @@ def main() -> None:
         "link_loss_pulled_cable": lambda: link_loss("pulled_cable"),
         "link_loss_hung_server": lambda: link_loss("hung_server"),
         "deploy_vs_eval": lambda: deploy_vs_eval(args.checkpoint, args.deploy_episodes),
+        "deploy_vs_eval_image": lambda: deploy_vs_eval(args.image_checkpoint, args.deploy_episodes),
+        "deploy_vs_eval_image_fast": lambda: deploy_vs_eval(args.image_checkpoint, args.deploy_episodes,
+                                                            num_inference_steps=args.stale_steps, backend="onnxruntime"),
+        "deploy_vs_eval_so101": lambda: deploy_vs_eval(args.so101_checkpoint, args.deploy_episodes, robot="so101_sim"),
         "stale_chunks": lambda: stale_chunks(args.checkpoint, min(args.deploy_episodes, 10), args.stale_steps,
                                              args.fast_checkpoint),
     }
     for name, fn in sections.items():
-        if (args.only and name not in args.only) or (not args.only and name.endswith("_socket")):
+        if (args.only and name not in args.only) or (not args.only and (name.endswith("_socket")
+                                                                       or name in image_sections)):
             continue
         t0 = time.monotonic()
         result[name] = fn()
@@ -250,15 +274,22 @@ def main() -> None:
         out_path.write_text(json.dumps(result, indent=2))
 
 
-def deploy_vs_eval(checkpoint: str, episodes: int) -> dict:
+def deploy_vs_eval(checkpoint: str, episodes: int, robot: str = "sim", num_inference_steps: int | None = None,
+                   backend: str = "eager") -> dict:
+    """``robolearn deploy --robot robot`` and ``robolearn eval`` of ``checkpoint`` on the same seeds, both
+    at ``num_inference_steps`` (default: the checkpoint's) on ``backend``; an image policy's deploy adds
+    the observation age (``obs_age_ms``, capture to policy input)."""
     from robolearn.eval.rollout import evaluate_checkpoint
 
-    d = deploy(checkpoint, "sim", episodes=episodes, realtime=True, progress=False)
-    e = evaluate_checkpoint(checkpoint, episodes, progress=False)
+    kw = {"num_inference_steps": num_inference_steps, "backend": backend}
+    d = deploy(checkpoint, robot, episodes=episodes, realtime=True, progress=False, **kw)
+    e = evaluate_checkpoint(checkpoint, episodes, progress=False, **kw)
     assert [r["seed"] for r in d["episodes"]] == [r["seed"] for r in e["episodes"]]
-    return {"episodes": episodes, "seeds": d["seeds"],
+    return {"checkpoint": str(checkpoint), "robot": robot, "episodes": episodes, "seeds": d["seeds"], **kw,
+            "policy_hz": d["policy_hz"],
             "deploy": {k: d[k] for k in ("success_rate", "success_ci95", "mean_episode_length", "wall_s",
-                                         "stale_dropped", "dry_periods", "policy_latency_ms")},
+                                         "stale_dropped", "dry_periods", "policy_latency_ms", "obs_age_ms")
+                       if k in d},
             "deploy_loop_lateness_us": d["loop"]["lateness"], "deploy_missed_deadlines": d["loop"]["missed_deadlines"],
             "eval": {k: e[k] for k in ("success_rate", "success_ci95", "mean_episode_length", "wall_s")},
             "difference_points": round(100 * (d["success_rate"] - e["success_rate"]), 1)}
@@ -273,7 +304,7 @@ def stale_chunks(checkpoint: str, episodes: int, fast_steps: int, fast_checkpoin
                            (f"{fast_steps}_steps_onnxruntime", fast,
                             {"num_inference_steps": fast_steps, "backend": "onnxruntime"})):
         d = deploy(ckpt, "sim", episodes=episodes, realtime=True, progress=False, **kw)
-        runs[name] = {k: d[k] for k in ("num_inference_steps", "backend", "chunks", "chunks_stale", "stale_dropped",
+        runs[name] = {k: d[k] for k in ("num_inference_steps", "backend", "chunks", "chunks_stale", "chunks_late", "stale_dropped",
                                         "stale_dropped_per_chunk", "policy_latency_ms", "success_rate",
                                         "mean_episode_length", "dry_periods")}
         runs[name].update(checkpoint=str(ckpt), slot_ms=round(1e3 / d["policy_hz"], 1))

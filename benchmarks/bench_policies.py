@@ -65,6 +65,10 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     "gym_pusht_image_diffusion": (["task=gym_pusht_image", "policy=diffusion_image", "policy.vision.crop=[84,84]",
                                    "train.batch_size=64", "train.steps=4000", "data.path=runs/gym_pusht/demos_image.zarr",
                                    "run_dir=runs/gym_pusht/image_diffusion"], 200),
+    # SO-101 pick and place from state (the cube's pose among the observations), 200 scripted demos,
+    # the default schedule: beside the image run, what the policy does when it need not find the cube.
+    "so101_pick_diffusion": (["task=so101_pick", "policy=diffusion", "data.path=runs/so101/demos.zarr",
+                              "run_dir=runs/so101/diffusion"], 200),
     # SO-101 pick and place from the top and wrist cameras (96 x 96, crop 84 as DP's image PushT) and
     # the arm's joints, 200 scripted demos, the CPU-sized image encoder, 4000 x 64 (lift_image_diffusion's
     # budget): the policy `robolearn deploy --robot so101_sim` runs on the SO-101 twin.

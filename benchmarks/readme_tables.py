@@ -367,6 +367,9 @@ def block_hal(data: dict, machines: Machines) -> str:
         return (f"p50 {la['p50_us']:.1f} µs, p99 {la['p99_us']:.1f} µs, p99.9 {la['p999_us']:.1f} µs, "
                 f"max {la['max_us']:.0f} µs")
 
+    def slot(d):
+        return f" (slot {1e3 / d['policy_hz']:.0f} ms)" if "policy_hz" in d else ""
+
     step = f["step_time"]
     rows = [
         [f"{f['seconds']:.0f} s, SCHED_FIFO + `gc.freeze()`",
@@ -405,6 +408,31 @@ def block_hal(data: dict, machines: Machines) -> str:
          f"{dv['deploy']['success_rate']:.2f} vs {dv['eval']['success_rate']:.2f} ({dv['difference_points']:+.0f} "
          f"points); policy latency p50 {dv['deploy']['policy_latency_ms']['p50']:.0f} ms, so each chunk's first "
          f"action is already past and dropped", m],
+        *[[f"the same for {what} (`robolearn deploy --robot {d['robot']}`, cameras rendered off the loop), same "
+           f"{d['episodes']} seeds",
+           f"{d['deploy']['success_rate']:.2f} vs {d['eval']['success_rate']:.2f} ({d['difference_points']:+.0f} "
+           f"points; bar: within 10); observation age (capture to policy input) p50 "
+           f"{d['deploy']['obs_age_ms']['p50']:.0f} ms, p99 {d['deploy']['obs_age_ms']['p99']:.0f} ms; policy latency "
+           f"p50 {d['deploy']['policy_latency_ms']['p50']:.0f} ms{slot(d)}; {d['deploy']['stale_dropped']:,} stale "
+           f"actions dropped, {d['deploy']['dry_periods']} dry periods, {d['deploy_missed_deadlines']:,} of the 500 Hz "
+           f"loop's deadlines missed", f"{machines.label(d['machine'])} · hal.json"]
+          for key, what in (("deploy_vs_eval_image", "the Lift image diffusion policy"),
+                            ("deploy_vs_eval_image_fast", "the Lift image diffusion policy at "
+                             f"{hal.get('deploy_vs_eval_image_fast', {}).get('num_inference_steps')} DDIM steps on "
+                             "ONNX Runtime in both"),
+                            ("deploy_vs_eval_so101", "the SO-101 image diffusion policy"))
+          for d in [hal.get(key)] if d],
+        *[[f"`robolearn deploy` on the twin, {sc['episodes']} episodes: as trained (eager, "
+           f"{r0['num_inference_steps']} DDIM steps) / {r1['num_inference_steps']} step on ONNX Runtime "
+           f"({'a distilled student' if r1['checkpoint'] != r0['checkpoint'] else 'the same weights'})",
+           f"late chunks (arrived after the next slot's action was due) {r0['chunks_late']} / {r0['chunks']} vs "
+           f"{r1['chunks_late']} / {r1['chunks']}; actions dropped per chunk {r0['stale_dropped_per_chunk']:.2f} vs "
+           f"{r1['stale_dropped_per_chunk']:.2f} (the first, the observation slot's own, is always past); policy "
+           f"latency p50 {r0['policy_latency_ms']['p50']:.0f} vs {r1['policy_latency_ms']['p50']:.0f} ms (slot "
+           f"{r0['slot_ms']:.0f} ms); success {r0['success_rate']:.2f} vs {r1['success_rate']:.2f}",
+           f"{machines.label(sc['machine'])} · hal.json"]
+          for sc in [hal.get("stale_chunks")] if sc and "chunks_late" in next(iter(sc["runs"].values()))
+          for r0, r1 in [list(sc["runs"].values())]],
     ]
     return table(["what", "figure", "machine · source"], rows)
 
