@@ -426,13 +426,14 @@ def block_hal(data: dict, machines: Machines) -> str:
                             ("deploy_vs_eval_so101", "the SO-101 image diffusion policy"))
           for d in [hal.get(key)] if d],
         *[[f"`robolearn deploy` on the twin, {sc['episodes']} episodes: as trained (eager, "
-           f"{r0['num_inference_steps']} DDIM steps) / {r1['num_inference_steps']} step on ONNX Runtime "
+           f"{r0['num_inference_steps'] or 'its own'} DDIM steps) / {r1['num_inference_steps']} step on ONNX Runtime "
            f"({'a distilled student' if r1['checkpoint'] != r0['checkpoint'] else 'the same weights'})",
            f"late chunks (arrived after the next slot's action was due) {r0['chunks_late']} / {r0['chunks']} vs "
            f"{r1['chunks_late']} / {r1['chunks']}; actions dropped per chunk {r0['stale_dropped_per_chunk']:.2f} vs "
            f"{r1['stale_dropped_per_chunk']:.2f} (the first, the observation slot's own, is always past); policy "
            f"latency p50 {r0['policy_latency_ms']['p50']:.0f} vs {r1['policy_latency_ms']['p50']:.0f} ms (slot "
-           f"{r0['slot_ms']:.0f} ms); success {r0['success_rate']:.2f} vs {r1['success_rate']:.2f}",
+           f"{r0['slot_ms']:.0f} ms); success {r0['success_rate']:.2f} vs {r1['success_rate']:.2f}"
+           + (f"; {sc['note']}" if sc.get("note") else ""),
            f"{machines.label(sc['machine'])} · hal.json"]
           for sc in [hal.get("stale_chunks")] if sc and "chunks_late" in next(iter(sc["runs"].values()))
           for r0, r1 in [list(sc["runs"].values())]],
