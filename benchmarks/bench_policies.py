@@ -69,6 +69,9 @@ ENTRIES: dict[str, tuple[list[str], int]] = {
     # the default schedule: beside the image run, what the policy does when it need not find the cube.
     "so101_pick_diffusion": (["task=so101_pick", "policy=diffusion", "data.path=runs/so101/demos.zarr",
                               "run_dir=runs/so101/diffusion"], 200),
+    # The same run continued to 6,000 steps (resumed from the 3,000-step checkpoint, cosine decay re-targeted).
+    "so101_pick_diffusion_6k": (["task=so101_pick", "policy=diffusion", "train.steps=6000",
+                                 "data.path=runs/so101/demos.zarr", "run_dir=runs/so101/diffusion"], 200),
     # SO-101 pick and place from the top and wrist cameras (96 x 96, crop 84 as DP's image PushT) and
     # the arm's joints, 200 scripted demos, the CPU-sized image encoder, 4000 x 64 (lift_image_diffusion's
     # budget): the policy `robolearn deploy --robot so101_sim` runs on the SO-101 twin.

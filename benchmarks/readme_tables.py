@@ -287,6 +287,9 @@ LEARNING_ROWS = [
     ("so101_pick", "diffusion, {params} (`task=so101_pick`)", "state (joints, gripper, EEF, cube pose, disc centre)",
      "so101_pick_diffusion", "{steps} × {batch}, {min}", "; mean length {length} (limit 200): with the cube's pose "
      "given, still half the seeds fail: not only the pixels make this task hard at these budgets", "— (ours)"),
+    ("so101_pick", "the same run continued to 6,000 steps (cosine schedule restarted at step 3,000)",
+     "state (joints, gripper, EEF, cube pose, disc centre)", "so101_pick_diffusion_6k", "{steps} × {batch}, {min} in all",
+     "; mean length {length}", ""),
     ("so101_pick", "diffusion, {params} (`task=so101_pick_image policy=diffusion_image policy.vision.crop=[84,84]`)",
      "top + wrist 96×96, joints + gripper", "so101_pick_image_diffusion", "{steps} × {batch}, {min}*",
      "; mean length {length} (limit 200): in the evaluation videos the arm reaches to about where the cube is, "
