@@ -140,8 +140,6 @@ def collect(task: str | None, episodes: int, out: str | Path | None = None, came
         cfg = load_config([f"task={task or 'lift'}", *cams, *overrides])
         return collect_demos(cfg.task, out or cfg.data.path, episodes, **kwargs)
 
-    from omegaconf import OmegaConf
-
     from robolearn.eval.rollout import PolicyExpert
     from robolearn.train.checkpoint import _checkpoint_dir, load_policy
 
@@ -153,7 +151,6 @@ def collect(task: str | None, episodes: int, out: str | Path | None = None, came
     if task is not None and task != pcfg.task.name:
         raise ConfigError(f"collect: --task {task} but the policy {policy} was trained on {pcfg.task.name}")
     if overrides:
-        OmegaConf.set_struct(pcfg, True)  # a misspelt key is refused, not added
         try:
             pcfg = override_saved_task(pcfg, overrides)
         except ConfigError as exc:

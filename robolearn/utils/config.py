@@ -9,6 +9,7 @@ is allowed).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -84,10 +85,14 @@ def _schema_error_line(exc: BaseException, schema: type | None = None) -> str | 
         return unknown_key(key, cls) if is_schema(cls) else None
     if not isinstance(cause, ValidationError):
         return None
+    return _refused_value_line(key, getattr(cause, "value", None), schema)
+
+
+def _refused_value_line(key: str, value, schema: type | None = None) -> str | None:
+    """``"<key>=<value>: must be <allowed>"`` for a value of dotted ``key`` the schema refused
+    (``None`` if no schema has the key)."""
     found = field_schema(key, schema)
-    if found is None:
-        return None
-    return f"{key}={show(getattr(cause, 'value', None))}: must be {describe(*found)}"
+    return None if found is None else f"{key}={show(value)}: must be {describe(*found)}"
 
 
 def override_saved_task(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -98,11 +103,12 @@ def override_saved_task(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig
     (keys no schema has as a set) is only checked for unknown keys.
 
     Args:
-        cfg: the saved config (struct mode: a key it lacks is refused, not added).
-        overrides: ``task.<key>=<value>`` strings (OmegaConf dotlist syntax).
+        cfg: the saved config (e.g. :func:`~robolearn.train.checkpoint.read_checkpoint_config`'s).
+        overrides: ``task.<key>=<value>`` strings (OmegaConf dotlist syntax); a key the saved task
+            lacks is refused, not added.
 
     Returns:
-        The merged config (``cfg`` is left as it was).
+        The merged config, in struct mode (``cfg`` is left as it was).
 
     Raises:
         ConfigError: an override outside ``task.``, an unknown key, a value of the wrong type or out
@@ -118,8 +124,10 @@ def override_saved_task(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig
     task = cfg.task
     kinds = [c for c in SCHEMAS.values() if issubclass(c, TaskConfig) and set(_fields(c)) == set(task.keys())
              and (b := _fields(c)["type"][1].metadata.get("bounds")) is not None and b.ok(task.get("type"))]
+    base = copy.deepcopy(cfg)
+    OmegaConf.set_struct(base, True)  # a misspelt key is refused, not added
     try:
-        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     except Exception as exc:  # omegaconf's ConfigKeyError for a key the saved task lacks
         key = getattr(exc, "full_key", None)
         raise ConfigError(unknown_key(key, kinds[0]) if key and len(kinds) == 1
@@ -129,10 +137,8 @@ def override_saved_task(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig
         try:
             typed = OmegaConf.merge(OmegaConf.structured(kinds[0]), task)
         except ValidationError as exc:
-            key = f"task.{exc.full_key}"
-            found = field_schema(key)
-            raise ConfigError(f"{key}={show(exc.value)}: must be {describe(*found)}" if found
-                              else f"task: {_one_line(exc)}") from None
+            raise ConfigError(_refused_value_line(f"task.{exc.full_key}", exc.value)
+                              or f"task: {_one_line(exc)}") from None
         problems = [f"task.{p}" for p in check_config(typed, kinds[0])]
         if problems:
             raise ConfigError("; ".join(problems))
