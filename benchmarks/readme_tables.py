@@ -414,7 +414,8 @@ def block_hal(data: dict, machines: Machines) -> str:
          f"{dv['deploy']['success_rate']:.2f} vs {dv['eval']['success_rate']:.2f} ({dv['difference_points']:+.0f} "
          f"points); policy latency p50 {dv['deploy']['policy_latency_ms']['p50']:.0f} ms, so each chunk's first "
          f"action is already past and dropped", m],
-        *[[f"the same for {what} (`robolearn deploy --robot {d['robot']}`, cameras rendered off the loop), same "
+        *[[f"the same for {what.format(**d)} (`robolearn deploy --robot {d['robot']}`, cameras rendered off the "
+           f"loop), same "
            f"{d['episodes']} seeds",
            f"{d['deploy']['success_rate']:.2f} vs {d['eval']['success_rate']:.2f} ({d['difference_points']:+.0f} "
            f"points; bar: within 10); observation age (capture to policy input) p50 "
@@ -424,8 +425,7 @@ def block_hal(data: dict, machines: Machines) -> str:
            f"loop's deadlines missed", f"{machines.label(d['machine'])} · hal.json"]
           for key, what in (("deploy_vs_eval_image", "the Lift image diffusion policy"),
                             ("deploy_vs_eval_image_fast", "the Lift image diffusion policy at "
-                             f"{hal.get('deploy_vs_eval_image_fast', {}).get('num_inference_steps')} DDIM steps on "
-                             "ONNX Runtime in both"),
+                             "{num_inference_steps} DDIM steps on ONNX Runtime in both"),
                             ("deploy_vs_eval_so101", "the SO-101 image diffusion policy"))
           for d in [hal.get(key)] if d],
         *[[f"`robolearn deploy` on the twin, {sc['episodes']} episodes: as trained (eager, "
